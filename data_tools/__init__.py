@@ -1,0 +1,1 @@
+"""Reading, normalising, counting and splitting Korean QA data (installed as ``koqa.data_tools``)."""

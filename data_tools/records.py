@@ -1,0 +1,62 @@
+"""The one record type every reader produces and every stage consumes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from koqa.atomic import atomic_path
+
+
+@dataclass
+class QARecord:
+    """One question about one context, with zero (test data) or more gold answers."""
+
+    id: str
+    context: str
+    question: str
+    answers: list[str] = field(default_factory=list)
+    answer_starts: list[int] = field(default_factory=list)  # -1 where unknown
+    source: str = ""  # file the record came from
+    row: str = ""  # where in that file: CSV line number or SQuAD JSON path
+    title: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BadRow:
+    """A row a reader excluded, and why. Never dropped silently: reported and written out."""
+
+    file: str
+    row: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: row {self.row}: field '{self.field}': {self.reason}"
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl_records(path: str | os.PathLike) -> list[QARecord]:
+    known = set(QARecord.__dataclass_fields__)
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                data = json.loads(line)
+                records.append(QARecord(**{k: v for k, v in data.items() if k in known}))
+    return records
+
+
+def is_jsonl(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ".jsonl"

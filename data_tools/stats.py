@@ -1,0 +1,177 @@
+"""Token, morpheme and sentence counts per record, and the length-statistics report.
+
+Counting is batched: every distinct text is tokenized once (questions share contexts), the model
+tokenizer encodes whole batches in Rust, and kiwipiepy analyses the batch on all cores.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from koqa.data_tools.morphemes import SENTENCE_FINAL, kiwi
+from koqa.data_tools.records import QARecord
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass
+class RecordCounts:
+    context_tokens: int
+    question_tokens: int
+    answer_tokens: int
+    prompt_tokens: int
+    context_morphemes: int
+    question_morphemes: int
+    answer_morphemes: int
+    context_sentences: int
+    answer_words: int
+
+
+def _unique(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    index: dict[str, int] = {}
+    positions = [index.setdefault(t, len(index)) for t in texts]
+    return list(index), positions
+
+
+def token_counts(tokenizer, texts: Sequence[str], batch_size: int = 1024) -> list[int]:
+    uniq, pos = _unique(texts)
+    counts: list[int] = []
+    for i in range(0, len(uniq), batch_size):
+        enc = tokenizer(uniq[i: i + batch_size], add_special_tokens=False)
+        counts.extend(len(ids) for ids in enc["input_ids"])
+    return [counts[p] for p in pos]
+
+
+def morpheme_counts(texts: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(morphemes, sentences) per text; a sentence ends at Kiwi's sentence-final punctuation."""
+    uniq, pos = _unique(texts)
+    morphemes, sentences = [], []
+    for text, tokens in zip(uniq, kiwi().tokenize(uniq)):
+        morphemes.append(len(tokens))
+        ends = sum(1 for t in tokens if t.tag == SENTENCE_FINAL)
+        tail = bool(tokens) and tokens[-1].tag != SENTENCE_FINAL
+        sentences.append(ends + int(tail) if text.strip() else 0)
+    return [morphemes[p] for p in pos], [sentences[p] for p in pos]
+
+
+def count_records(records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
+                  ) -> list[RecordCounts]:
+    """Counts for every record; `frame_lengths(questions)` gives the prompt tokens around the context."""
+    contexts = [r.context for r in records]
+    questions = [r.question for r in records]
+    answers = [r.answers[0] if r.answers else "" for r in records]
+    ctx_tok = token_counts(tokenizer, contexts)
+    q_tok = token_counts(tokenizer, questions)
+    a_tok = token_counts(tokenizer, answers)
+    frame = frame_lengths(questions)
+    ctx_m, ctx_s = morpheme_counts(contexts)
+    q_m, _ = morpheme_counts(questions)
+    a_m, _ = morpheme_counts(answers)
+    return [RecordCounts(ctx_tok[i], q_tok[i], a_tok[i], frame[i] + ctx_tok[i], ctx_m[i], q_m[i], a_m[i],
+                         ctx_s[i], len(answers[i].split())) for i in range(len(records))]
+
+
+def count_records_per_row(records: Sequence[QARecord], tokenizer, renderer) -> list[RecordCounts]:
+    """The same counts by a plain per-row loop: the baseline the benchmark compares against."""
+    out = []
+    analyser = kiwi()
+    for r in records:
+        answer = r.answers[0] if r.answers else ""
+        ctx_tokens = analyser.tokenize(r.context)
+        out.append(RecordCounts(
+            len(tokenizer(r.context, add_special_tokens=False).input_ids),
+            len(tokenizer(r.question, add_special_tokens=False).input_ids),
+            len(tokenizer(answer, add_special_tokens=False).input_ids),
+            renderer.prompt_length(r.context, r.question),
+            len(ctx_tokens), len(analyser.tokenize(r.question)), len(analyser.tokenize(answer)),
+            sum(1 for t in ctx_tokens if t.tag == SENTENCE_FINAL)
+            + int(bool(ctx_tokens) and ctx_tokens[-1].tag != SENTENCE_FINAL),
+            len(answer.split())))
+    return out
+
+
+def distribution(values: Sequence[float]) -> dict[str, float]:
+    if not len(values):
+        return {"count": 0}
+    arr = np.asarray(values, dtype=float)
+    out = {"count": int(arr.size), "mean": round(float(arr.mean()), 2), "min": float(arr.min())}
+    out.update({f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES})
+    out["max"] = float(arr.max())
+    return out
+
+
+def special_characters(texts: Sequence[str], top: int = 20) -> dict[str, int]:
+    counter: Counter[str] = Counter()
+    for text in texts:
+        counter.update(ch for ch in text if unicodedata.category(ch)[0] in "PS")
+    return dict(counter.most_common(top))
+
+
+def build_stats(records: Sequence[QARecord], counts: Sequence[RecordCounts], *, max_length: int,
+                answer_in_context: Sequence[bool]) -> dict:
+    field_names = RecordCounts.__dataclass_fields__
+    has_answers = [bool(r.answers) for r in records]
+    stats = {
+        "records": len(records),
+        "distinct_contexts": len({r.context for r in records}),
+        "with_answers": int(sum(has_answers)),
+        "max_length": max_length,
+        "prompts_over_max_length": int(sum(c.prompt_tokens > max_length for c in counts)),
+        "answer_in_context_rate": (round(sum(answer_in_context) / sum(has_answers), 4)
+                                   if any(has_answers) else None),
+        "distributions": {name: distribution([getattr(c, name) for c, a in zip(counts, has_answers)
+                                               if a or not name.startswith("answer")])
+                          for name in field_names},
+        "special_characters": {
+            "answers": special_characters([r.answers[0] for r in records if r.answers]),
+            "questions": special_characters([r.question for r in records]),
+            "contexts": special_characters(list({r.context for r in records})),
+        },
+    }
+    return stats
+
+
+def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> str:
+    lines = [f"# {title}", "",
+             f"- records: {stats['records']} ({stats['distinct_contexts']} distinct contexts, "
+             f"{stats['with_answers']} with answers)",
+             f"- prompts over max_length ({stats['max_length']} tokens): {stats['prompts_over_max_length']}"
+             " (their context is shortened; instruction, question and answer cue are kept)"]
+    if stats["answer_in_context_rate"] is not None:
+        lines.append(f"- normalised answer still a span of its context: {stats['answer_in_context_rate']:.2%}")
+    lines += ["", "## Length distributions", "",
+              "| field | mean | min | p50 | p90 | p95 | p99 | max |", "|---|---|---|---|---|---|---|---|"]
+    for name, d in stats["distributions"].items():
+        if d.get("count"):
+            lines.append(f"| {name} | {d['mean']} | {d['min']:g} | " +
+                         " | ".join(f"{d[f'p{p}']:g}" for p in PERCENTILES) + f" | {d['max']:g} |")
+    lines += ["", "## Special characters (most frequent)", ""]
+    for where, freq in stats["special_characters"].items():
+        shown = ", ".join(f"`{ch}` {n}" for ch, n in freq.items()) or "none"
+        lines.append(f"- {where}: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def prompt_length_histogram(counts: Sequence[RecordCounts], max_length: int, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from koqa.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist([c.prompt_tokens for c in counts], bins=50, color="#4477aa")
+    ax.axvline(max_length, color="#cc3311", linestyle="--", label=f"max_length = {max_length}")
+    ax.set_xlabel("prompt tokens (model tokenizer, before cutting)")
+    ax.set_ylabel("records")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Scoring, generation backends, evaluation and submissions (installed as ``koqa.eval``)."""

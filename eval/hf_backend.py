@@ -1,0 +1,72 @@
+"""Batched greedy generation with transformers (serves every PEFT adapter kind)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from koqa.eval.backends import GenerationParams, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+def stop_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
+    """EOS plus every vocabulary entry that contains a stop string (so batches end early)."""
+    ids = {tokenizer.eos_token_id}
+    if stop:
+        for token, idx in tokenizer.get_vocab().items():
+            text = tokenizer.convert_tokens_to_string([token])
+            if any(s in text for s in stop):
+                ids.add(idx)
+    return sorted(i for i in ids if i is not None)
+
+
+class HFGenerator:
+    name = "hf"
+
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None,
+                 model_obj=None, tokenizer=None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from koqa.runtime import pick_device, pick_dtype
+
+        self.device = device or pick_device()
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+        if model_obj is None:
+            model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=pick_dtype(dtype, self.device))
+            if adapter:
+                from peft import PeftModel
+
+                model_obj = PeftModel.from_pretrained(model_obj, adapter)
+            model_obj.to(self.device)
+        self.model = model_obj.eval()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else self.tokenizer.eos_token_id
+        self._stop_cache: dict[tuple, list[int]] = {}
+        self._torch = torch
+
+    def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
+        torch = self._torch
+        stops = tuple(params.stop)
+        if stops not in self._stop_cache:
+            self._stop_cache[stops] = stop_token_ids(self.tokenizer, stops)
+        eos_ids = self._stop_cache[stops]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), params.batch_size):
+            batch = order[start: start + params.batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every prompt ends at the same column
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          max_new_tokens=params.max_new_tokens, do_sample=False,
+                                          eos_token_id=eos_ids, pad_token_id=self.pad_id)
+            for row, i in enumerate(batch):
+                text = self.tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+                out[i] = cut_at_stop(text, params.stop)
+        return out

@@ -1,0 +1,123 @@
+"""`koqa preprocess`: read, normalise, count, report and split."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from koqa.atomic import atomic_path, write_json, write_text
+from koqa.data_tools.normalize import build_normalizer, span_in_context
+from koqa.data_tools.readers import read_records
+from koqa.data_tools.records import BadRow, QARecord, write_jsonl
+from koqa.data_tools.split import korquad_article_split, split_by_context
+from koqa.data_tools.stats import build_stats, count_records, prompt_length_histogram, stats_markdown
+from koqa.errors import KoqaError
+
+log = logging.getLogger(__name__)
+SPLITS = ("context", "korquad-articles", "none")
+
+
+@dataclass
+class PreprocessConfig:
+    format: str = "auto"
+    encoding: str = "utf-8"
+    on_bad_row: str = "fail"
+    model: str | None = None
+    template: str = "ko_instruct"
+    max_length: int = 1024
+    answer_normalization: list[str] = field(default_factory=lambda: ["nfc", "whitespace"])
+    split: str = "context"
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+def normalise_answers(records: Sequence[QARecord], steps: Sequence[str]) -> list[bool]:
+    """Apply the normalisation steps to every answer; keep a normalised answer only when it is
+    still a span of its context.  Returns, per record, whether the normalised answer is a span."""
+    normalize = build_normalizer(steps)
+    still_span = []
+    for record in records:
+        ok = True
+        for i, answer in enumerate(record.answers):
+            norm = normalize(answer)
+            if span_in_context(norm, record.context):
+                record.answers[i] = norm
+                record.answer_starts[i] = record.context.find(norm) if record.answer_starts[i] < 0 or \
+                    record.context[record.answer_starts[i]:record.answer_starts[i] + len(norm)] != norm \
+                    else record.answer_starts[i]
+            else:
+                ok = False
+        still_span.append(ok)
+    return still_span
+
+
+def _write_rejected(path: Path, bad_rows: Sequence[BadRow]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "row", "field", "reason"])
+        for bad in bad_rows:
+            writer.writerow([bad.file, bad.row, bad.field, bad.reason])
+
+
+def run_preprocess(inputs: Sequence[str], out_dir: str, config: PreprocessConfig) -> dict:
+    from transformers import AutoTokenizer
+
+    from koqa.model_store import resolve_model
+    from koqa.prompting import PromptRenderer, PromptTemplate
+
+    if config.split not in SPLITS:
+        raise KoqaError(f"unknown split '{config.split}'; known: {SPLITS}", field="split")
+    started = time.perf_counter()
+    records: list[QARecord] = []
+    bad_rows: list[BadRow] = []
+    has_answers = True
+    for path in inputs:
+        result = read_records(path, fmt=config.format, on_bad_row=config.on_bad_row, encoding=config.encoding)
+        records += result.records
+        bad_rows += result.bad_rows
+        has_answers = has_answers and result.has_answers
+        log.info("read %d records from %s (%d excluded)", len(result.records), path, len(result.bad_rows))
+    ids = {}
+    for r in records:
+        if r.id in ids:
+            raise KoqaError(f"id '{r.id}' occurs in two inputs (also {ids[r.id]})", file=r.source, row=r.row,
+                            field="id")
+        ids[r.id] = r.source
+    if not records:
+        raise KoqaError("no usable records in the input", file=", ".join(inputs))
+
+    still_span = normalise_answers(records, config.answer_normalization)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+    renderer = PromptRenderer(tokenizer, PromptTemplate.load(config.template), max_length=config.max_length)
+    counts = count_records(records, tokenizer, renderer.frame_lengths)
+    stats = build_stats(records, counts, max_length=config.max_length,
+                        answer_in_context=[s for s, r in zip(still_span, records) if r.answers])
+    stats["excluded_rows"] = len(bad_rows)
+    stats["inputs"] = list(map(str, inputs))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dict(r.to_json(), **vars(c)) for r, c in zip(records, counts)]
+    by_id = {r["id"]: r for r in rows}
+    if config.split == "none" or not has_answers:
+        splits = {"all": records}
+    elif config.split == "korquad-articles":
+        train, validation = korquad_article_split(records)
+        splits = {"train": train, "validation": validation}
+    else:
+        train, validation = split_by_context(records, config.validation_fraction, config.seed)
+        splits = {"train": train, "validation": validation}
+    for name, part in splits.items():
+        write_jsonl(out / f"{name}.jsonl", (by_id[r.id] for r in part))
+    stats["splits"] = {name: len(part) for name, part in splits.items()}
+    if bad_rows:
+        _write_rejected(out / "rejected.csv", bad_rows)
+    stats["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(out / "stats.json", stats)
+    write_text(out / "stats.md", stats_markdown(stats))
+    prompt_length_histogram(counts, config.max_length, out / "prompt_tokens_hist.png")
+    return stats

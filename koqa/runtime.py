@@ -1,0 +1,42 @@
+"""Device, dtype and reproducibility choices shared by training and generation."""
+
+from __future__ import annotations
+
+import os
+
+
+def pick_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmul (AVX-512 BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(name: str = "auto", device: str | None = None):
+    import torch
+
+    if name != "auto":
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[name]
+    device = device or pick_device()
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def set_threads() -> None:
+    import torch
+
+    threads = int(os.environ.get("KOQA_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)

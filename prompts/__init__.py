@@ -1,0 +1,1 @@
+"""Prompt template files (installed as ``koqa.prompts``)."""
