@@ -80,7 +80,7 @@ def _parse_answer_field(value: str) -> list[str]:
     return [value]
 
 
-def _read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict]]]:
+def read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict]]]:
     text = read_text(path, encoding)
     if not text.strip():
         raise KoqaError("file is empty", file=str(path), fix=f"expected a header {','.join(required)}")
@@ -121,7 +121,7 @@ def read_dacon_csv(path: str | Path, *, on_bad_row: str = "fail", encoding: str 
     """Read a Dacon `train.csv` (with `answer`) or `test.csv` (without)."""
     path = Path(path)
     bad = _BadRowPolicy(on_bad_row)
-    header, rows = _read_csv_rows(path, encoding, DACON_TEST_COLUMNS)
+    header, rows = read_csv_rows(path, encoding, DACON_TEST_COLUMNS)
     has_answers = "answer" in header
     if require_answers and not has_answers:
         raise KoqaError("missing column answer", file=str(path), row=1, field="answer")
@@ -268,7 +268,7 @@ def read_predictions(path: str | Path, encoding: str = "utf-8") -> dict[str, str
         if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
             raise KoqaError("expected a JSON object {id: answer}", file=file)
         return {str(k): v for k, v in doc.items()}
-    header, rows = _read_csv_rows(path, encoding, ("id",))
+    header, rows = read_csv_rows(path, encoding, ("id",))
     column = "prediction" if "prediction" in header else "answer"
     if column not in header:
         raise KoqaError("missing column answer (or prediction)", file=file, row=1, field="answer")

@@ -25,7 +25,7 @@ class HFGenerator:
     name = "hf"
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None,
-                 model_obj=None, tokenizer=None):
+                 model_obj=None, tokenizer=None, **_unused):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,7 +34,12 @@ class HFGenerator:
         self.device = device or pick_device()
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
         if model_obj is None:
-            model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=pick_dtype(dtype, self.device))
+            from koqa.eval.backends import adapter_kind
+
+            kwargs = {}
+            if adapter_kind(adapter) == "PREFIX_TUNING":
+                kwargs["attn_implementation"] = "eager"  # see koqa.sft._load_base_model
+            model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=pick_dtype(dtype, self.device), **kwargs)
             if adapter:
                 from peft import PeftModel
 

@@ -160,7 +160,7 @@ def _cmd_sft(args) -> int:
 
 def _cmd_eval(args) -> int:
     from koqa.config import load_config
-    from koqa.evaluate import EvalConfig, run_eval
+    from koqa.eval.evaluate import EvalConfig, run_eval
 
     over = _overrides(args, "backend", "batch_size", "max_length", "template", "span", "model", "limit",
                       "korquad_split", "encoding")

