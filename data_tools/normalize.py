@@ -56,14 +56,18 @@ def _balanced(text: str) -> bool:
 
 def quotes_brackets(text: str) -> str:
     text = text.strip()
-    while len(text) >= 2:
+    while text:
         first, last = text[0], text[-1]
-        if first in PAIRS and PAIRS[first] == last and _balanced(text[1:-1]):
-            text = text[1:-1].strip()
+        if len(text) >= 2 and first in PAIRS and PAIRS[first] == last and _balanced(text[1:-1]):
+            text = text[1:-1].strip()  # one pair wraps the whole answer
         elif first in _OPENERS and PAIRS[first] not in text[1:]:
-            text = text[1:].strip()
+            text = text[1:].strip()  # an opener whose closer never comes
         elif last in _CLOSERS and not any(PAIRS[o] == last for o in text[:-1] if o in _OPENERS):
-            text = text[:-1].strip()
+            text = text[:-1].strip()  # a closer that was never opened
+        elif last in _OPENERS and last not in _CLOSERS:
+            text = text[:-1].strip()  # an opener left at the very end
+        elif first in _CLOSERS and first not in _OPENERS:
+            text = text[1:].strip()  # a closer at the very start
         else:
             break
     return text

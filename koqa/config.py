@@ -17,7 +17,10 @@ import yaml
 from koqa.errors import KoqaError
 
 T = TypeVar("T")
-_SECRET_KEY = re.compile(r"(token|secret|password|api[_-]?key)", re.IGNORECASE)
+# Keys named like credentials (hf_token, HUB_TOKEN, api_key, wandb_secret), and values shaped like a
+# Hugging Face token.  `max_new_tokens` and the like are not credentials.
+_SECRET_KEY = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|access[_-]?key)$", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def _check_secrets(data: dict[str, Any], source: str) -> None:
-    found = [k for k in data if _SECRET_KEY.search(k)]
+    found = [k for k, v in data.items() if _SECRET_KEY.search(k) or _SECRET_VALUE.search(str(v))]
     if found:
         raise KoqaError(f"config contains secret-like key(s) {found}; koqa never stores secrets",
                         file=source, field=found[0], fix="set HF_TOKEN in the environment instead")

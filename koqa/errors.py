@@ -20,7 +20,7 @@ class KoqaError(Exception):
             where.append(f"row {row}")
         if field is not None:
             where.append(f"field '{field}'")
-        text = (": ".join([", ".join(where), message]) if where else message)
+        text = ": ".join([*where, message])
         if fix:
             text += f" ({fix})"
         super().__init__(text)

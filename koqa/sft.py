@@ -255,7 +255,7 @@ def _callbacks(run_dir: Path, config: SFTConfig, started: float):
             tokens = logs.get("num_tokens", self.last_tokens)
             row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
                    "elapsed_s": round(now - started, 1), **logs}
-            if tokens and now > self.last_time:
+            if "num_tokens" in logs and now > self.last_time:
                 row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_tokens, self.last_time = tokens, now
             try:

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from conftest import DACON_ROWS, KORQUAD, write_csv
+from koqa.config import load_config
+from koqa.errors import KoqaError
+from koqa.preprocess import PreprocessConfig, run_preprocess
+
+
+def test_dacon_preprocess_writes_every_output(tmp_path, dacon_train, default_model_dir):
+    out = tmp_path / "out"
+    stats = run_preprocess([str(dacon_train)], str(out), PreprocessConfig(validation_fraction=0.3))
+    assert {p.name for p in out.iterdir()} == {"train.jsonl", "validation.jsonl", "stats.json", "stats.md",
+                                                "prompt_tokens_hist.png"}
+    assert (out / "prompt_tokens_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl")
+            for line in (out / f).read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(r[0] for r in DACON_ROWS)
+    first = next(r for r in rows if r["id"] == "TRAIN_002")
+    assert first["answer_tokens"] >= 1 and first["context_morphemes"] > first["answer_morphemes"]
+    assert first["prompt_tokens"] > first["context_tokens"] + first["question_tokens"]
+    assert first["context_sentences"] == 2  # two sentences ending with '.'
+    assert stats["answer_in_context_rate"] == 1.0 and stats["records"] == 6
+    assert stats["distributions"]["answer_words"]["max"] == 2
+    assert "| prompt_tokens |" in (out / "stats.md").read_text(encoding="utf-8")
+
+
+def test_skip_mode_writes_rejected_rows(tmp_path, default_model_dir):
+    rows = DACON_ROWS[:3] + [("BAD", DACON_ROWS[0][1], "질문?", "없는 답")]
+    path = write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"], rows)
+    stats = run_preprocess([str(path)], str(tmp_path / "o"), PreprocessConfig(on_bad_row="skip"))
+    assert stats["excluded_rows"] == 1 and stats["records"] == 3
+    rejected = (tmp_path / "o" / "rejected.csv").read_text(encoding="utf-8")
+    assert "5,answer" in rejected and "does not occur in the context" in rejected
+
+
+def test_failure_leaves_no_partial_output(tmp_path, default_model_dir):
+    rows = DACON_ROWS[:2] + [("BAD", DACON_ROWS[0][1], "", "x")]
+    path = write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"], rows)
+    with pytest.raises(KoqaError, match="row 4: field 'question'"):
+        run_preprocess([str(path)], str(tmp_path / "o"), PreprocessConfig())
+    assert not (tmp_path / "o").exists()
+
+
+def test_test_csv_is_not_split(tmp_path, dacon_test, default_model_dir):
+    stats = run_preprocess([str(dacon_test)], str(tmp_path / "o"), PreprocessConfig())
+    assert stats["splits"] == {"all": 6} and stats["answer_in_context_rate"] is None
+
+
+def test_normalisation_keeps_answers_that_stay_spans(tmp_path, default_model_dir):
+    context = "《토지》는 박경리의 소설이다. 서울에서 열린 행사."
+    path = write_csv(tmp_path / "t.csv", ["id", "context", "question", "answer"],
+                     [("a", context, "소설은?", "《토지》는"), ("b", context, "어디서?", "서울에서")])
+    config = load_config(PreprocessConfig, None, {"answer_normalization": ["josa", "quotes_brackets"], "split": "none"})
+    stats = run_preprocess([str(path)], str(tmp_path / "o"), config)
+    rows = [json.loads(x) for x in (tmp_path / "o" / "all.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["id"]: r["answers"][0] for r in rows} == {"a": "토지", "b": "서울"}
+    assert stats["answer_in_context_rate"] == 1.0
+
+
+def test_korquad_dev_with_article_split(tmp_path, default_model_dir):
+    stats = run_preprocess([str(KORQUAD)], str(tmp_path / "k"), PreprocessConfig(split="korquad-articles"))
+    assert stats["splits"] == {"train": 4487, "validation": 1287}
+    assert stats["records"] == 5774 and stats["prompts_over_max_length"] > 0
