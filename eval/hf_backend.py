@@ -34,12 +34,7 @@ class HFGenerator:
         self.device = device or pick_device()
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
         if model_obj is None:
-            from koqa.eval.backends import adapter_kind
-
-            kwargs = {}
-            if adapter_kind(adapter) == "PREFIX_TUNING":
-                kwargs["attn_implementation"] = "eager"  # see koqa.sft._load_base_model
-            model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=pick_dtype(dtype, self.device), **kwargs)
+            model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=pick_dtype(dtype, self.device))
             if adapter:
                 from peft import PeftModel
 

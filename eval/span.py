@@ -10,7 +10,10 @@ _WORD = re.compile(r"\S+")
 
 
 def snap_to_span(prediction: str, context: str, max_extra_words: int = 2) -> str:
-    """The span of whole context words with the highest leaderboard F1 against `prediction`.
+    """The context span with the highest leaderboard F1 against `prediction`.
+
+    A span starts at a word and ends inside a word (so "원으로" can end as "원": a trailing particle
+    is not forced into the answer).
 
     A prediction that already occurs in the context is returned unchanged; an empty one stays empty.
     """
@@ -25,8 +28,9 @@ def snap_to_span(prediction: str, context: str, max_extra_words: int = 2) -> str
         if not pred_chars.intersection(context[start: words[i][1]]):
             continue
         for j in range(i, min(i + longest, len(words))):
-            span = context[start: words[j][1]]
-            f1 = char_f1(prediction, span)
-            if f1 > best_f1:
-                best, best_f1 = span, f1
+            for end in range(words[j][0] + 1, words[j][1] + 1):
+                span = context[start: end]
+                f1 = char_f1(prediction, span)
+                if f1 > best_f1:
+                    best, best_f1 = span, f1
     return best

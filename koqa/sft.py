@@ -69,6 +69,7 @@ class SFTConfig:
     answer_only_logits: bool = True
     group_by_length: bool = True
     dtype: str = "auto"
+    attn_implementation: str | None = None  # eager, sdpa...; None: the model's default
     gradient_checkpointing: bool = False
     # data
     data_format: str = "auto"
@@ -154,10 +155,8 @@ def _load_base_model(model_path: str, config: SFTConfig, dtype):
             bnb_4bit_compute_dtype=compute)
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": 0}
-    if config.method == "prefix":
-        # PEFT prefix tuning feeds the prefixes as a legacy past_key_values cache; Gemma 3's sliding-window
-        # masks are built for that cache's length only with the eager attention implementation.
-        kwargs["attn_implementation"] = "eager"
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if config.method == "qlora":
         from peft import prepare_model_for_kbit_training

@@ -1,0 +1,185 @@
+"""koqa eval: scoring, resumable answers, span snapping, and the real backends."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DACON_ROWS, KORQUAD
+from koqa.errors import KoqaError
+from koqa.eval.backends import GenerationParams, choose_backend, cut_at_stop
+from koqa.eval.evaluate import EvalConfig, run_eval
+from koqa.eval.span import snap_to_span
+
+GOLD = {r[0]: r[3] for r in DACON_ROWS}
+
+
+class ScriptedGenerator:
+    """Answers from a table keyed by a word of the question; records what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, answers, fail_after=None):
+        self.answers, self.fail_after, self.calls = answers, fail_after, []
+
+    def generate(self, prompts, params):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls.append(len(prompts))
+        return [self.answers.pop(0) + "\n### 다음" for _ in prompts]
+
+
+def _rows(path):
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_scores_reports_and_postprocessing(tmp_path, dacon_train, default_model_dir):
+    answers = [GOLD[r[0]] for r in DACON_ROWS]
+    answers[1] = "  반도체  "  # partial; stripped
+    answers[2] = "부산"       # wrong
+    result = run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(answers))
+    metrics = result["metrics"]
+    assert metrics["n"] == 6
+    assert metrics["exact_match"] == pytest.approx(4 / 6)
+    assert metrics["f1"] == pytest.approx((4 + 0.75) / 6)  # 반도체 vs 반도체 소재: p=1, r=3/5
+    rows = _rows(tmp_path / "predictions.csv")
+    assert list(rows[0]) == ["id", "question", "answer", "prediction", "f1", "em"]
+    assert rows[1]["prediction"] == "반도체"  # first line only, stripped
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "worst answers" in report and "부산" in report
+    assert (tmp_path / "f1_hist.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["f1"] == pytest.approx(metrics["f1"])
+
+
+def test_test_data_without_answers_writes_predictions_only(tmp_path, dacon_test, default_model_dir):
+    result = run_eval(str(dacon_test), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
+    assert result["metrics"] == {} and list(_rows(tmp_path / "predictions.csv")[0]) == ["id", "question", "prediction"]
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_crash_loses_nothing_and_the_rerun_skips_finished_answers(tmp_path, dacon_train, default_model_dir):
+    config = EvalConfig(chunk_size=2)
+    crashing = ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS], fail_after=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_eval(str(dacon_train), str(tmp_path), config, generator=crashing)
+    logged = (tmp_path / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(logged) == 1 + 4  # header + two chunks of two
+    rest = ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS[4:]])
+    result = run_eval(str(dacon_train), str(tmp_path), config, generator=rest)
+    assert rest.calls == [2] and result["metrics"]["exact_match"] == 1.0
+
+
+def test_a_half_written_last_line_is_regenerated(tmp_path, dacon_train, default_model_dir):
+    config = EvalConfig(chunk_size=3)
+    run_eval(str(dacon_train), str(tmp_path), config, generator=ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS]))
+    log = tmp_path / "generations.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10], encoding="utf-8")  # cut the last answer short
+    again = ScriptedGenerator([GOLD[DACON_ROWS[-1][0]]])
+    result = run_eval(str(dacon_train), str(tmp_path), config, generator=again)
+    assert again.calls == [1] and result["metrics"]["exact_match"] == 1.0
+
+
+def test_answers_from_other_settings_are_not_mixed(tmp_path, dacon_train, default_model_dir):
+    run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
+    with pytest.raises(KoqaError, match="holds answers made with other settings \\(max_length\\)"):
+        run_eval(str(dacon_train), str(tmp_path), EvalConfig(max_length=512), generator=ScriptedGenerator([]))
+
+
+def test_span_snapping():
+    context = "한빛전자는 2024년 3분기 매출이 1,200억 원으로 늘었다."
+    assert snap_to_span("1,200억원", context) == "1,200억 원"  # ends inside 원으로
+    assert snap_to_span("매출", context) == "매출"  # already a span
+    assert snap_to_span("", context) == ""
+    snapped = snap_to_span("한빛 전자", context)
+    assert snapped == "한빛전자"
+
+
+def test_backend_choice():
+    assert cut_at_stop("서울\n### 질문", ["\n"]) == "서울"
+    assert choose_backend("hf", None) == "hf"
+    with pytest.raises(KoqaError, match="unknown backend 'tgi'; known: auto, hf, vllm"):
+        choose_backend("tgi", None)
+
+
+def test_prefix_adapter_falls_back_to_transformers(tmp_path):
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}', encoding="utf-8")
+    assert choose_backend("auto", str(tmp_path)) == "hf"
+    with pytest.raises(KoqaError, match="vLLM cannot serve a PREFIX_TUNING adapter|vLLM is not installed"):
+        choose_backend("vllm", str(tmp_path))
+
+
+def test_hf_backend_on_a_tiny_model(tmp_path, dacon_train, tiny_model_dir):
+    config = EvalConfig(model=str(tiny_model_dir), backend="hf", max_new_tokens=4, batch_size=4)
+    result = run_eval(str(dacon_train), str(tmp_path), config)
+    assert result["metrics"]["n"] == 6 and result["metrics"]["backend"] == "hf"
+    assert len(_rows(tmp_path / "predictions.csv")) == 6
+
+
+def _koqa(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "koqa.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _wait_for_lines(path, n, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and len(path.read_text(encoding="utf-8").splitlines()) >= n:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
+def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig, code):
+    data = tmp_path / "q.json"
+    records = json.loads(KORQUAD.read_text(encoding="utf-8"))
+    records["data"] = records["data"][1:2]  # one article, 29 questions
+    data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("chunk_size: 2\nbatch_size: 2\nmax_new_tokens: 16\nmax_length: 512\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--backend", "hf",
+            "--config", str(cfg), "--limit", "24"]
+    proc = _koqa(args)
+    assert _wait_for_lines(out / "generations.jsonl", 3, proc), proc.communicate()[1][-2000:]
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    if sig == signal.SIGINT:
+        assert "koqa eval: interrupted. Run the same command again" in err and "Traceback" not in err
+    done = len((out / "generations.jsonl").read_text(encoding="utf-8").splitlines()) - 1
+    assert 2 <= done < 24
+    proc = _koqa(args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"({done} already done)" in err
+    assert len(_rows(out / "predictions.csv")) == 24
+
+
+@pytest.mark.vllm
+def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_model_dir):
+    pytest.importorskip("vllm")
+    from koqa.data_tools.readers import read_squad_json
+    from koqa.data_tools.split import korquad_article_split
+    from koqa.eval.backends import load_generator
+    from koqa.prompting import PromptRenderer, PromptTemplate
+    from transformers import AutoTokenizer
+
+    _, evaluation = korquad_article_split(read_squad_json(KORQUAD).records)
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"), max_length=1024)
+    prompts = [renderer.render(r.context, r.question).ids for r in evaluation[:24]]
+    params = GenerationParams(max_new_tokens=24, batch_size=8)
+    hf = load_generator("hf", str(default_model_dir)).generate(prompts, params)
+    vllm = load_generator("vllm", str(default_model_dir), max_model_len=1100).generate(prompts, params)
+    same = sum(a.strip() == b.strip() for a, b in zip(hf, vllm))
+    assert same >= 21, list(zip(hf, vllm))
