@@ -108,7 +108,7 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
                    "max_context_chars": max_context_chars, "max_new_tokens": config.max_new_tokens}
     answers = AnswerLog(out / "generations.jsonl", fingerprint)
     pending = [r for r in records if r.id not in answers.done]
-    backend = "given" if generator is not None else None
+    backend = generator.name if generator is not None else None
     elapsed = 0.0
     if pending:
         if generator is None:

@@ -17,13 +17,19 @@ class VLLMGenerator:
     name = "vllm"
 
     def __init__(self, model: str, adapter: str | None = None, max_model_len: int = 2048, dtype: str = "auto",
-                 seed: int = 0, **_unused):
+                 seed: int = 0, lora_mode: str = "auto", **_unused):
         import torch
 
         on_cpu = not torch.cuda.is_available()
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if on_cpu:
             # vLLM's CPU backend reserves a fraction of memory for its KV cache; keep it modest.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        if adapter and (lora_mode == "merge" or (lora_mode == "auto" and on_cpu)):
+            from koqa.merging import cached_merged_model
+
+            log.info("serving the LoRA adapter merged into the base model (faster than LoRA kernels on CPU)")
+            model, adapter = cached_merged_model(adapter, model), None
         from vllm import LLM
 
         kwargs = dict(model=model, tokenizer=model, max_model_len=max_model_len, seed=seed,

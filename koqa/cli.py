@@ -211,7 +211,7 @@ def _cmd_submit(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from koqa.sft import merge_adapter
+    from koqa.merging import merge_adapter
 
     print(merge_adapter(args.adapter, args.out, model=args.model))
     return 0

@@ -430,30 +430,3 @@ def validate(model, tokenizer, run_dir: Path, config: SFTConfig) -> dict:
     result = run_eval(str(run_dir / "validation.jsonl"), str(run_dir / "validation"),
                       EvalConfig(batch_size=config.validation_batch_size), adapter=str(run_dir), generator=generator)
     return {k: v for k, v in result["metrics"].items() if k in ("f1", "exact_match", "token_f1", "n")}
-
-
-def merge_adapter(adapter: str, out_dir: str, model: str | None = None) -> str:
-    """Merge a LoRA adapter into its base model and save a plain HF folder (servable by vLLM)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from koqa.atomic import atomic_path  # noqa: F401  (folder is written beside, then renamed)
-    from koqa.eval.evaluate import resolve_adapter
-    from koqa.model_store import resolve_model
-
-    adapter_dir, info = resolve_adapter(adapter)
-    if info.get("method") not in (None, "lora", "qlora"):
-        raise KoqaError(f"only LoRA adapters can be merged; this run used {info.get('method')}", file=adapter)
-    base_path = resolve_model(model or info.get("model"))
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return str(out)

@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmark scripts: data, the machine's bf16 matmul rate, table printing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+KORQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json"
+
+
+def korquad_split():
+    from koqa.data_tools.readers import read_squad_json
+    from koqa.data_tools.split import korquad_article_split
+
+    return korquad_article_split(read_squad_json(KORQUAD).records)
+
+
+def bf16_matmul_flops(n: int = 2048, repeats: int = 20) -> float:
+    """The machine's sustained bf16 matmul rate (FLOP/s) with torch's threads."""
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started)
+
+
+def body_and_head_params(model_dir: str) -> tuple[int, int]:
+    """(parameters used per token outside the embedding/LM head, LM-head parameters)."""
+    import json
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    heads, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg.get("head_dim", h // cfg["num_attention_heads"])
+    attn = h * heads * hd * 2 + h * kv * hd * 2
+    mlp = 3 * h * i
+    return layers * (attn + mlp), h * cfg["vocab_size"]
+
+
+def table(headers, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])

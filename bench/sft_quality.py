@@ -1,0 +1,68 @@
+"""Quality per method for a fixed training budget on this machine.
+
+    .venv/bin/python bench/sft_quality.py --minutes 30 --methods lora,qlora,prefix,prompt [--eval-limit N]
+
+Trains on the KorQuAD training articles (article index not divisible by 5), evaluates on the
+evaluation articles (all 1,287 questions unless --eval-limit), and prints one table with zero-shot
+beside every method: minutes of training, questions seen, leaderboard F1, EM, evaluation q/s.
+Run folders are kept under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import KORQUAD, table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--methods", default="lora,qlora,prefix,prompt")
+    parser.add_argument("--out", default="runs/quality")
+    parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="extra sft overrides, key=value")
+    args = parser.parse_args()
+
+    from importlib import resources
+
+    from koqa.eval.evaluate import EvalConfig, run_eval
+    from koqa.preprocess import PreprocessConfig, run_preprocess
+    from koqa.sft import run_sft
+
+    out = Path(args.out)
+    data = out / "korquad"
+    if not (data / "train.jsonl").is_file():
+        run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
+    evaluation = str(data / "validation.jsonl")  # the evaluation articles
+    rows = []
+
+    def evaluate(name, adapter, minutes, seen):
+        started = time.perf_counter()
+        m = run_eval(evaluation, str(out / f"eval-{name}"), EvalConfig(limit=args.eval_limit), adapter=adapter)["metrics"]
+        seconds = time.perf_counter() - started
+        qps = m["questions_per_second"] or m["n"] / seconds
+        rows.append([name, minutes, seen, m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}", f"{qps:.2f}"])
+        print(table(["method", "train min", "questions seen", "eval n", "F1", "EM", "eval q/s"], rows), flush=True)
+
+    if not args.no_zero_shot:
+        evaluate("zero-shot", None, 0, 0)
+    configs = Path(str(resources.files("koqa"))) / "configs"
+    for method in args.methods.split(","):
+        run_dir = out / method
+        summary_file = run_dir / "metrics.json"
+        if not summary_file.is_file():
+            run_sft(data=str(data), out_dir=str(run_dir), config_path=str(configs / f"{method}.yaml"),
+                    max_minutes=args.minutes, sets=["validation_limit=0", *args.set])
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        evaluate(method, str(run_dir), f"{summary['train_seconds'] / 60:.1f}", summary["questions_seen"])
+
+
+if __name__ == "__main__":
+    main()
