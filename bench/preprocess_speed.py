@@ -5,7 +5,8 @@ with model-tokenizer token counts, kiwipiepy morpheme counts and sentence counts
 
 Prints, side by side: koqa's batched counting, the same work as a plain per-row Python loop, and
 the whole `koqa preprocess` (read, normalise, count, report, split, write).  Run twice: once as a
-Dacon-like set (questions share contexts), once with every context made distinct (the worst case).
+Dacon-like set (questions share contexts), once with every record given its own context (the worst
+case: nothing is counted once for several questions).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def build(unique_contexts: bool):
     for i in range(N):
         r = base[i % len(base)]
         copy = i // len(base)
-        context = r.context + (f" (사본 {copy})" if unique_contexts and copy else "")
+        context = r.context + (f" (사본 {i})" if unique_contexts else "")
         records.append(type(r)(id=f"{r.id}-{copy}", context=context, question=r.question, answers=list(r.answers),
                                answer_starts=list(r.answer_starts), source=r.source, row=r.row, title=r.title))
     return records
@@ -59,7 +60,7 @@ def main() -> None:
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"))
     kiwi()  # load the analyser outside the timings
     rows = []
-    for label, unique in (("Dacon-like (shared contexts)", False), ("every context distinct", True)):
+    for label, unique in (("Dacon-like (shared contexts)", False), ("one context per record", True)):
         records = build(unique)
         started = time.perf_counter()
         fast = count_records(records, tokenizer, renderer.frame_lengths)

@@ -245,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     except KoqaError as exc:
         print(f"koqa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:  # disk full, permission denied...: the user's to fix, said in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"koqa {args.command}: error: {where}{exc.strerror or exc} (nothing already written was changed)",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         hint = " Run the same command with --resume to continue." if args.command == "sft" else \
             " Run the same command again: finished answers are kept and skipped." if args.command == "eval" else ""

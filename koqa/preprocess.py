@@ -44,13 +44,15 @@ def normalise_answers(records: Sequence[QARecord], steps: Sequence[str]) -> list
         ok = True
         for i, answer in enumerate(record.answers):
             norm = normalize(answer)
-            if span_in_context(norm, record.context):
-                record.answers[i] = norm
-                record.answer_starts[i] = record.context.find(norm) if record.answer_starts[i] < 0 or \
-                    record.context[record.answer_starts[i]:record.answer_starts[i] + len(norm)] != norm \
-                    else record.answer_starts[i]
-            else:
+            if not span_in_context(norm, record.context):
                 ok = False
+                continue
+            record.answers[i] = norm
+            start = record.answer_starts[i]
+            if start < 0 or record.context[start: start + len(norm)] != norm:
+                # the normalised text may start later (a stripped quote); look for it near the old start
+                found = record.context.find(norm, max(0, start))
+                record.answer_starts[i] = found if found >= 0 else record.context.find(norm)
         still_span.append(ok)
     return still_span
 

@@ -4,7 +4,6 @@ tokenizer (fast enough to train in tests), and small Dacon-style files."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -71,10 +70,3 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
-
-
-@pytest.fixture
-def koqa_env(monkeypatch):
-    """Environment for koqa subprocesses: the same KOQA_HOME as this test process."""
-    env = dict(os.environ)
-    return env

@@ -71,3 +71,16 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
 def test_unknown_option_is_refused():
     result = run(["score", "--gold", "a", "--pred", "b", "--colour", "red"])
     assert result.returncode == 2 and "unrecognized arguments: --colour red" in result.stderr
+
+
+def test_a_write_error_is_one_line_and_keeps_the_previous_output(tmp_path):
+    sample = write_csv(tmp_path / "sample.csv", ["id", "answer"], [("T1", "")])
+    pred = write_csv(tmp_path / "pred.csv", ["id", "answer"], [("T1", "서울")])
+    out = tmp_path / "submission.csv"
+    out.mkdir()  # something that cannot be replaced by a file
+    (out / "keep.txt").write_text("previous", encoding="utf-8")
+    result = run(["submit", "--pred", str(pred), "--sample", str(sample), "--out", str(out)])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "nothing already written was changed" in result.stderr
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv", "sample.csv", "submission.csv"]

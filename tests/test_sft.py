@@ -182,3 +182,22 @@ def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, tiny_mo
         merged_logits = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
     assert (peft_logits - plain).abs().max() > 1e-3  # the adapter changed something
     assert (merged_logits.float() - peft_logits.float()).abs().max() < 5e-2
+
+
+def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path, tiny_model_dir, dacon_train):
+    common = ["sft", "--data", str(dacon_train), "--model", str(tiny_model_dir), "--max-steps", "40",
+              "--set", "save_steps=1", *TINY, "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen([sys.executable, "-m", "koqa.cli", *common], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "run" / "checkpoints").glob("checkpoint-2")):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "koqa sft: interrupted. Run the same command with --resume to continue." in err
+    assert "Traceback" not in err
+    resumed = koqa([*common, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 40
