@@ -294,6 +294,13 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(complete) if complete else None
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows the killed run wrote after the checkpoint it resumes from."""
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    write_text(path, "".join(row + "\n" for row in rows))
+
+
 def loss_curve_png(run_dir: Path) -> None:
     import matplotlib
 
@@ -398,15 +405,16 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from: starting at step 0")
+    if checkpoint and is_main and (run_dir / "log.jsonl").is_file():
+        _truncate_log(run_dir / "log.jsonl", int(Path(checkpoint).name.split("-")[-1]))
     train_started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - train_started
     adapter_dir = run_dir / "adapter"
     summary = {"train_loss": result.training_loss, "global_step": result.global_step,
                "train_seconds": round(train_seconds, 1), "examples": len(examples),
-               "questions_seen": min(len(examples), result.global_step * config.batch_size
-                                     * config.gradient_accumulation_steps * trainer.accelerator.num_processes)
-               if config.epochs <= 1 else result.global_step * config.batch_size}
+               "questions_seen": result.global_step * config.batch_size * config.gradient_accumulation_steps
+               * trainer.accelerator.num_processes}
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
         tokenizer.save_pretrained(adapter_dir)

@@ -127,6 +127,8 @@ def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_m
     ref_loss = json.loads((tmp_path / "ref" / "metrics.json").read_text())["train_loss"]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 6
     assert losses(run)[-1] == pytest.approx(losses(tmp_path / "ref")[-1], rel=1e-3)
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3, 4, 5, 6]  # rows the killed run wrote after its checkpoint are dropped
     assert ref_loss > 0
 
 
