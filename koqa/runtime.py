@@ -1,8 +1,6 @@
-"""Device, dtype and reproducibility choices shared by training and generation."""
+"""Device and dtype choices shared by training and generation."""
 
 from __future__ import annotations
-
-import os
 
 
 def pick_device() -> str:
@@ -33,10 +31,3 @@ def pick_dtype(name: str = "auto", device: str | None = None):
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
-def set_threads() -> None:
-    import torch
-
-    threads = int(os.environ.get("KOQA_THREADS", os.cpu_count() or 1))
-    torch.set_num_threads(threads)

@@ -203,3 +203,16 @@ def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path, tiny
     resumed = koqa([*common, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 40
+
+
+@pytest.mark.gpu
+def test_qlora_trains_on_cuda(tmp_path, tiny_model_dir, dacon_train):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run = tmp_path / "run"
+    result = koqa(["sft", "--method", "qlora", "--data", str(dacon_train), "--out", str(run),
+                   "--model", str(tiny_model_dir), "--max-steps", "2", *TINY])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
