@@ -158,20 +158,12 @@ def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> st
 
 
 def prompt_length_histogram(counts: Sequence[RecordCounts], max_length: int, path) -> None:
-    import matplotlib
+    from koqa.plots import new_figure, write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from koqa.atomic import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     ax.hist([c.prompt_tokens for c in counts], bins=50, color="#4477aa")
     ax.axvline(max_length, color="#cc3311", linestyle="--", label=f"max_length = {max_length}")
     ax.set_xlabel("prompt tokens (model tokenizer, before cutting)")
     ax.set_ylabel("records")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path)

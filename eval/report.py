@@ -35,16 +35,10 @@ def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict,
 
 
 def _f1_histogram(values: Sequence[float], path: Path) -> None:
-    import matplotlib
+    from koqa.plots import new_figure, write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     ax.hist(values, bins=20, range=(0, 1), color="#228833")
     ax.set_xlabel("leaderboard F1 per question")
     ax.set_ylabel("questions")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path)

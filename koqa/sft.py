@@ -302,25 +302,17 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def loss_curve_png(run_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from koqa.atomic import atomic_path
+    from koqa.plots import new_figure, write_png
 
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
     rows = [r for r in rows if "loss" in r]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="#4477aa")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (answer tokens)")
-    fig.tight_layout()
-    with atomic_path(run_dir / "loss_curve.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, run_dir / "loss_curve.png")
 
 
 def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: str | None = None,
