@@ -73,7 +73,6 @@ def main() -> None:
                      f"{seconds:.0f}", f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
         hf_best_answers = answers[f"hf-{best_hf[0].split()[-1]}"]
         same = sum(a.strip() == b.strip() for a, b in zip(hf_best_answers, out))
-        first_lines = sum(a.strip().split("\n")[0] == b.strip().split("\n")[0] for a, b in zip(hf_best_answers, out))
         del vllm
     print(f"\n{len(prompts)} KorQuAD evaluation questions, {prompt_tokens:,} prompt tokens, greedy, up to "
           f"{MAX_NEW} new tokens; machine bf16 matmul: {peak / 1e9:.0f} GFLOP/s\n")

@@ -121,10 +121,10 @@ def _fund(r: random.Random):
     who = r.choice(PEOPLE)
     ctx = (f"기획재정부는 {sector} 분야 중소기업을 돕기 위해 {amount}억 원 규모의 정책 펀드를 만든다고 밝혔다. "
            f"지원 대상은 창업 {years}년 이내 기업이며 신청은 {m}월부터 받는다. {who} 차관은 \"유망 기업의 자금난을 덜겠다\"고 말했다.")
-    return ctx, [(f"기획재정부가 만드는 정책 펀드의 규모는?", f"{amount}억 원"),
-                 (f"정책 펀드 지원 대상 기업의 조건은?", f"창업 {years}년 이내 기업"),
+    return ctx, [("기획재정부가 만드는 정책 펀드의 규모는?", f"{amount}억 원"),
+                 ("정책 펀드 지원 대상 기업의 조건은?", f"창업 {years}년 이내 기업"),
                  (f"{sector} 정책 펀드 신청은 언제부터 받는가?", f"{m}월부터"),
-                 (f"정책 펀드에 대해 발언한 차관은 누구인가?", who)]
+                 ("정책 펀드에 대해 발언한 차관은 누구인가?", who)]
 
 
 TEMPLATES = [_earnings, _plant, _rate, _exports, _merger, _jobs, _stocks, _fund]
