@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--config", default=None, help="YAML/TOML run config (see koqa/configs/)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after N minutes of training")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after N minutes of training (counted across --resume); with --set schedule_over=minutes the cosine learning rate decays to 0 within them")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     _add_model(p)

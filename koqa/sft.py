@@ -27,6 +27,7 @@ from koqa.config import build_config, config_to_dict, parse_set_overrides, read_
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.records import QARecord, write_jsonl
 from koqa.errors import KoqaError
+from koqa.time_budget import TrainingClock, budget_callbacks, time_lr_lambda
 
 log = logging.getLogger(__name__)
 METHODS = ("lora", "qlora", "prefix", "prompt")
@@ -51,6 +52,7 @@ class SFTConfig:
     max_minutes: float | None = None
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
+    schedule_over: str = "steps"  # steps | minutes: cosine decay over max_minutes of wall time
     weight_decay: float = 0.0
     seed: int = 42
     save_steps: int = 50
@@ -100,6 +102,11 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
         raise KoqaError(f"unknown method '{config.method}'; known: {', '.join(METHODS)}", field="method")
     if config.learning_rate is None:
         config.learning_rate = METHOD_LEARNING_RATES[config.method]
+    if config.schedule_over not in ("steps", "minutes"):
+        raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
+    if config.schedule_over == "minutes" and not config.max_minutes:
+        raise KoqaError("schedule_over: minutes needs a time budget", field="max_minutes",
+                        fix="pass --max-minutes N or set max_minutes in the config")
     return config
 
 
@@ -205,6 +212,15 @@ def _make_trainer_class():
 
         koqa_answer_only = True
         koqa_virtual_tokens = 0
+        koqa_lr_lambda = None  # set for a schedule that follows the wall clock
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.koqa_lr_lambda is None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.koqa_lr_lambda)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not self.koqa_answer_only:
@@ -237,7 +253,7 @@ def _make_trainer_class():
     return AnswerOnlySFTTrainer
 
 
-def _callbacks(run_dir: Path, config: SFTConfig, started: float):
+def _callbacks(run_dir: Path, config: SFTConfig, started: float, clock):
     import torch
     from transformers import TrainerCallback
 
@@ -268,15 +284,7 @@ def _callbacks(run_dir: Path, config: SFTConfig, started: float):
             with open(run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    class TimeBudget(TrainerCallback):
-        """Stop (and save) once --max-minutes of training have passed."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if config.max_minutes and time.perf_counter() - started > config.max_minutes * 60:
-                control.should_training_stop = True
-                control.should_save = True
-
-    return [JsonlLogger(), TimeBudget()]
+    return [JsonlLogger(), *budget_callbacks(clock)]
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -385,16 +393,19 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
         dataloader_num_workers=0, remove_unused_columns=True,
         use_cpu=device == "cpu", ddp_find_unused_parameters=False,
     )
+    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
+    clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=_callbacks(run_dir, config, started))
+                          peft_config=peft_config, callbacks=_callbacks(run_dir, config, started, clock))
+    if config.schedule_over == "minutes":
+        trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
     trainer.koqa_answer_only = config.answer_only_logits
     trainer.koqa_virtual_tokens = config.num_virtual_tokens if config.method == "prompt" else 0
     if is_main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
         log.info("%s: %d examples, %s trainable of %s parameters, dtype %s", config.method, len(examples),
                  f"{trainable:,}", f"{total:,}", str(dtype).removeprefix("torch."))
-    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from: starting at step 0")
     if checkpoint and is_main and (run_dir / "log.jsonl").is_file():
