@@ -1,10 +1,13 @@
 """Evaluation speed and zero-shot quality of the default model.
 
-    .venv/bin/python bench/eval_backends.py [--questions 200] [--full-eval]
+    .venv/bin/python bench/eval_backends.py [--questions 200] [--agreement] [--vllm-compile] [--full-eval]
 
 1. Throughput (questions/s) on the first N KorQuAD evaluation questions: the transformers backend
-   at several batch sizes and the vLLM backend, as a ratio; greedy-answer agreement between them;
-   achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s.
+   at several batch sizes and the vLLM backend (eager, and with --vllm-compile also torch.compile),
+   as a ratio; achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s.
+   Greedy-answer agreement between the backends in bf16, with --agreement also against two
+   controls: transformers batch 1 vs its best batch (bf16 rounding alone), and both backends in
+   float32; the leaderboard F1 of each side on the same questions.
 2. With --full-eval: zero-shot leaderboard F1 / EM on all 1,287 evaluation questions, without and
    with span snapping (the snapping re-uses the same generations).
 """
@@ -23,11 +26,28 @@ from _common import KORQUAD, bf16_matmul_flops, body_and_head_params, korquad_sp
 MAX_NEW = 24
 
 
+def char_f1_best(prediction: str, golds) -> float:
+    from koqa.eval.metrics import best_over_gold, char_f1
+
+    return best_over_gold(char_f1, prediction, golds)
+
+
+def common_prefix_tokens(tokenizer, a: str, b: str) -> int:
+    x, y = tokenizer(a, add_special_tokens=False).input_ids, tokenizer(b, add_special_tokens=False).input_ids
+    n = 0
+    while n < min(len(x), len(y)) and x[n] == y[n]:
+        n += 1
+    return n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--batch-sizes", default="8,16,32")
     parser.add_argument("--full-eval", action="store_true")
+    parser.add_argument("--agreement", action="store_true",
+                        help="also compare greedy answers: transformers batch 1, and both backends in float32")
+    parser.add_argument("--vllm-compile", action="store_true", help="also time vLLM with torch.compile (CPU)")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -50,6 +70,9 @@ def main() -> None:
         generated = sum(len(tokenizer(o, add_special_tokens=False).input_ids) + 1 for o in outputs)
         return 2 * body * (prompt_tokens + generated) + 2 * head * (generated + len(outputs))
 
+    def f1_on(outputs) -> float:
+        return sum(char_f1_best(o.strip(), r.answers) for o, r in zip(outputs, questions)) / len(questions)
+
     rows, answers = [], {}
     hf = load_generator("hf", model)
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
@@ -59,28 +82,52 @@ def main() -> None:
         answers[f"hf-{bs}"] = out
         rows.append([f"transformers, batch {bs}", f"{len(prompts) / seconds:.2f}", f"{seconds:.0f}",
                      f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
-    del hf
     best_hf = max(rows, key=lambda r: float(r[1]))
+    best_bs = int(best_hf[0].split()[-1])
+    if args.agreement:
+        answers["hf-1"] = hf.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=1))
+    del hf
     if vllm_available():
-        started = time.perf_counter()
-        vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW)
-        startup = time.perf_counter() - started
-        started = time.perf_counter()
-        out = vllm.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW))
-        seconds = time.perf_counter() - started
-        answers["vllm"] = out
-        rows.append([f"vLLM (engine start {startup:.0f} s, not counted)", f"{len(prompts) / seconds:.2f}",
-                     f"{seconds:.0f}", f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
-        hf_best_answers = answers[f"hf-{best_hf[0].split()[-1]}"]
-        same = sum(a.strip() == b.strip() for a, b in zip(hf_best_answers, out))
-        del vllm
+        variants = [("eager", False)] + ([("torch.compile", True)] if args.vllm_compile else [])
+        for label, compile_ in variants:
+            started = time.perf_counter()
+            vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, compile=compile_)
+            startup = time.perf_counter() - started
+            started = time.perf_counter()
+            out = vllm.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW))
+            seconds = time.perf_counter() - started
+            answers.setdefault("vllm", out)
+            rows.append([f"vLLM {label} (engine start {startup:.0f} s, not counted)", f"{len(prompts) / seconds:.2f}",
+                         f"{seconds:.0f}", f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
+            del vllm
+    if args.agreement:
+        answers["hf-fp32"] = load_generator("hf", model, dtype="float32").generate(
+            prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=best_bs))
+        if vllm_available():
+            answers["vllm-fp32"] = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, dtype="float32").generate(
+                prompts, GenerationParams(max_new_tokens=MAX_NEW))
     print(f"\n{len(prompts)} KorQuAD evaluation questions, {prompt_tokens:,} prompt tokens, greedy, up to "
           f"{MAX_NEW} new tokens; machine bf16 matmul: {peak / 1e9:.0f} GFLOP/s\n")
     print(table(["backend", "questions/s", "seconds", "model GFLOP/s", "of bf16 matmul peak"], rows))
-    if "vllm" in answers:
-        print(f"\nvLLM / best transformers throughput: {float(rows[-1][1]) / float(best_hf[1]):.2f}x")
-        print(f"identical greedy answers, vLLM vs transformers (bf16): {same}/{len(prompts)} "
-              f"({same / len(prompts):.0%})")
+    vllm_rows = [r for r in rows if r[0].startswith("vLLM")]
+    if vllm_rows:
+        fastest = max(vllm_rows, key=lambda r: float(r[1]))
+        print(f"\nfastest vLLM / best transformers throughput: {float(fastest[1]) / float(best_hf[1]):.2f}x")
+
+    pairs = [("vllm", f"hf-{best_bs}", "vLLM vs transformers, bf16"),
+             ("hf-1", f"hf-{best_bs}", f"transformers batch 1 vs batch {best_bs}, bf16 (control)"),
+             ("vllm-fp32", "hf-fp32", "vLLM vs transformers, float32")]
+    agreement = []
+    for a, b, label in pairs:
+        if a in answers and b in answers:
+            same = sum(x.strip() == y.strip() for x, y in zip(answers[a], answers[b]))
+            first = [common_prefix_tokens(tokenizer, x, y) for x, y in zip(answers[a], answers[b]) if x.strip() != y.strip()]
+            agreement.append([label, f"{same}/{len(prompts)} ({same / len(prompts):.0%})",
+                              f"{sum(first) / len(first):.1f}" if first else "-",
+                              f"{f1_on(answers[a]):.4f} / {f1_on(answers[b]):.4f}"])
+    if agreement:
+        print("\n" + table(["greedy answers compared", "identical", "tokens shared before they part",
+                             "leaderboard F1 (first / second)"], agreement))
 
     if args.full_eval:
         from koqa.eval.evaluate import EvalConfig, run_eval
