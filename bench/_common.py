@@ -41,6 +41,29 @@ def body_and_head_params(model_dir: str) -> tuple[int, int]:
     return layers * (attn + mlp), h * cfg["vocab_size"]
 
 
+def attention_flops(model_dir: str, lengths) -> float:
+    """Score and value matmul FLOPs of causal self-attention over sequences of the given lengths
+    (prompt + generated tokens), with each layer's sliding window where it has one."""
+    import json
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    heads, layers = cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    hd = cfg.get("head_dim", cfg["hidden_size"] // heads)
+    kinds = cfg.get("layer_types") or ["full_attention"] * layers
+    window = cfg.get("sliding_window") or 0
+
+    def keys_seen(t: int, w: int) -> int:  # sum over positions i < t of min(i + 1, w)
+        if not w or t <= w:
+            return t * (t + 1) // 2
+        return w * (w + 1) // 2 + (t - w) * w
+
+    total = 0
+    for t in lengths:
+        for kind in kinds:
+            total += keys_seen(t, window if kind == "sliding_attention" else 0)
+    return 4.0 * heads * hd * total  # QK^T and AV, 2 FLOPs per multiply-add each
+
+
 def table(headers, rows) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import KORQUAD, bf16_matmul_flops, body_and_head_params, korquad_split, table  # noqa: E402
+from _common import KORQUAD, attention_flops, bf16_matmul_flops, body_and_head_params, korquad_split, table  # noqa: E402
 
 MAX_NEW = 24
 
@@ -67,8 +67,12 @@ def main() -> None:
     body, head = body_and_head_params(model)
 
     def flops(outputs) -> float:
-        generated = sum(len(tokenizer(o, add_special_tokens=False).input_ids) + 1 for o in outputs)
-        return 2 * body * (prompt_tokens + generated) + 2 * head * (generated + len(outputs))
+        """Model FLOPs of the work done: weight matmuls for every prompt and generated token, the LM
+        head where a token is produced, and attention over each sequence (sliding windows kept)."""
+        new = [len(tokenizer(o, add_special_tokens=False).input_ids) + 1 for o in outputs]
+        generated = sum(new)
+        attention = attention_flops(model, [len(p) + n for p, n in zip(prompts, new)])
+        return 2 * body * (prompt_tokens + generated) + 2 * head * generated + attention
 
     def f1_on(outputs) -> float:
         return sum(char_f1_best(o.strip(), r.answers) for o, r in zip(outputs, questions)) / len(questions)
