@@ -4,6 +4,7 @@ tokenizer (fast enough to train in tests), and small Dacon-style files."""
 from __future__ import annotations
 
 import csv
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ DACON_ROWS = [
     ("TRAIN_005", "코스피는 25.31포인트 오른 2,650.12에 마감했다. 외국인이 3,000억 원어치를 순매수했다.",
      "코스피 종가는?", "2,650.12"),
 ]
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child the test sends SIGINT: a shell's background job starts with SIGINT
+    ignored, which Python would keep, so the child gets the default disposition back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_csv(path: Path, header, rows, encoding="utf-8", delimiter=","):

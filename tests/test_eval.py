@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import DACON_ROWS, KORQUAD
+from conftest import DACON_ROWS, KORQUAD, default_sigint
 from koqa.errors import KoqaError
 from koqa.eval.backends import GenerationParams, choose_backend, cut_at_stop
 from koqa.eval.evaluate import EvalConfig, run_eval
@@ -123,7 +123,7 @@ def test_hf_backend_on_a_tiny_model(tmp_path, dacon_train, tiny_model_dir):
 
 def _koqa(args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "koqa.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint, **kwargs)
 
 
 def _wait_for_lines(path, n, proc, timeout=240):

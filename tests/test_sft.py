@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DACON_ROWS, REPO
+from conftest import DACON_ROWS, REPO, default_sigint
 
 TINY = ["--set", "max_length=256", "--set", "logging_steps=1", "--set", "validation_limit=0",
         "--set", "batch_size=2", "--set", "lora_r=4", "--set", "num_virtual_tokens=4"]
@@ -190,7 +190,7 @@ def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path, tiny
     common = ["sft", "--data", str(dacon_train), "--model", str(tiny_model_dir), "--max-steps", "40",
               "--set", "save_steps=1", *TINY, "--out", str(tmp_path / "run")]
     proc = subprocess.Popen([sys.executable, "-m", "koqa.cli", *common], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "run" / "checkpoints").glob("checkpoint-2")):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
