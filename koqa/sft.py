@@ -253,7 +253,7 @@ def _make_trainer_class():
     return AnswerOnlySFTTrainer
 
 
-def _callbacks(run_dir: Path, config: SFTConfig, started: float, clock):
+def _callbacks(run_dir: Path, started: float, clock):
     import torch
     from transformers import TrainerCallback
 
@@ -397,7 +397,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=_callbacks(run_dir, config, started, clock))
+                          peft_config=peft_config, callbacks=_callbacks(run_dir, started, clock))
     if config.schedule_over == "minutes":
         trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
     trainer.koqa_answer_only = config.answer_only_logits

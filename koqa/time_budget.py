@@ -14,6 +14,8 @@ import math
 import time
 from pathlib import Path
 
+from koqa.atomic import write_json
+
 CLOCK_FILE = "koqa_clock.json"
 
 
@@ -78,7 +80,6 @@ def budget_callbacks(clock: TrainingClock) -> list:
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
-                    (folder / CLOCK_FILE).write_text(json.dumps({"trained_seconds": round(clock.elapsed(), 3)}),
-                                                     encoding="utf-8")
+                    write_json(folder / CLOCK_FILE, {"trained_seconds": round(clock.elapsed(), 3)})
 
     return [TimeBudget()]
