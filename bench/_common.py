@@ -15,6 +15,16 @@ def korquad_split():
     return korquad_article_split(read_squad_json(KORQUAD).records)
 
 
+def prepared_korquad(out: Path) -> Path:
+    """KorQuAD preprocessed once into OUT/korquad (training / evaluation articles, as in the notice)."""
+    from koqa.preprocess import PreprocessConfig, run_preprocess
+
+    data = Path(out) / "korquad"
+    if not (data / "train.jsonl").is_file():
+        run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
+    return data
+
+
 def bf16_matmul_flops(n: int = 2048, repeats: int = 20) -> float:
     """The machine's sustained bf16 matmul rate (FLOP/s) with torch's threads."""
     import torch

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import KORQUAD, table  # noqa: E402
+from _common import prepared_korquad, table  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
 
@@ -47,13 +47,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from koqa.eval.evaluate import EvalConfig, run_eval
-    from koqa.preprocess import PreprocessConfig, run_preprocess
     from koqa.sft import run_sft
 
     out = Path(args.out)
-    data = out / "korquad"
-    if not (data / "train.jsonl").is_file():
-        run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
+    data = prepared_korquad(out)
     runs = [] if args.no_recipe else [("recipe", [])]
     runs += [parse_variant(v) for v in args.variant]
     rows = []

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import KORQUAD, table  # noqa: E402
+from _common import prepared_korquad, table  # noqa: E402
 
 
 def main() -> None:
@@ -33,13 +33,10 @@ def main() -> None:
     from importlib import resources
 
     from koqa.eval.evaluate import EvalConfig, run_eval
-    from koqa.preprocess import PreprocessConfig, run_preprocess
     from koqa.sft import run_sft
 
     out = Path(args.out)
-    data = out / "korquad"
-    if not (data / "train.jsonl").is_file():
-        run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
+    data = prepared_korquad(out)
     evaluation = str(data / "validation.jsonl")  # the evaluation articles
     rows = []
 
