@@ -1,12 +1,14 @@
 """Training throughput: `koqa sft` against a notebook-style baseline, same model and data.
 
     .venv/bin/python bench/sft_speed.py [--steps 6] [--baseline-steps 3] [--batch-size 4]
+    .venv/bin/python bench/sft_speed.py --no-baseline --variant "no LoRA dropout:lora_dropout=0"
 
 Baseline (what contest notebooks do): fp32, every example padded to max_length=1024, the model's
 own loss over full [batch, 1024, 262k] logits, LoRA through PEFT, torch AdamW.
 koqa: the same LoRA through TRL's SFTTrainer with bf16 (where the CPU has it), dynamic padding,
 length grouping, and the LM head applied at answer positions only; shown on the same full-length
-examples and with the shipped recipe (contexts cut to 1,200 characters around the answer).
+examples and with the shipped recipe (contexts cut to 1,200 characters around the answer); each
+--variant NAME:key=value;... adds a row: the recipe with those `koqa sft --set` overrides.
 Throughput counts prompt and answer tokens, padding excluded.  Useful FLOPs per step are counted as
 4 x body parameters x tokens (forward + activation gradients of the frozen base) + 4 x LM-head
 parameters x answer tokens, the same for every row.
@@ -77,7 +79,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--baseline-steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--variant", action="append", default=[], help="NAME:key=value;key=value (extra row)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the notebook baseline and TRL-loss rows (ratios are then to the recipe)")
     args = parser.parse_args()
+    variants = []
+    for text in args.variant:
+        name, _, overrides = text.partition(":")
+        if not name or not overrides:
+            raise SystemExit(f"--variant needs NAME:key=value[;key=value], got '{text}'")
+        variants.append((name.strip(), [o.strip() for o in overrides.split(";") if o.strip()]))
 
     from transformers import AutoTokenizer
 
@@ -101,19 +112,25 @@ def main() -> None:
         return 4 * body * tokens + 4 * head * tokens * answer_share
 
     results = []
-    tps, step_s, tokens = baseline(model, examples, args.batch_size, args.baseline_steps)
-    results.append(["notebook baseline: fp32, pad to 1024, full logits", tps, step_s])
+    if not args.no_baseline:
+        tps, step_s, tokens = baseline(model, examples, args.batch_size, args.baseline_steps)
+        results.append(["notebook baseline: fp32, pad to 1024, full logits", tps, step_s])
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_jsonl(data, (r.to_json() for r in records))
-        tps, step_s, _ = koqa_run(data, Path(tmp) / "same", args.steps, args.batch_size,
-                                  ["max_length=1024", "max_context_chars=null"])
-        results.append(["koqa sft, same full-length examples", tps, step_s])
+        if not args.no_baseline:
+            tps, step_s, _ = koqa_run(data, Path(tmp) / "same", args.steps, args.batch_size,
+                                      ["max_length=1024", "max_context_chars=null"])
+            results.append(["koqa sft, same full-length examples", tps, step_s])
         tps, step_s, _ = koqa_run(data, Path(tmp) / "recipe", args.steps, args.batch_size, [])
         results.append(["koqa sft, shipped recipe (contexts cut to 1,200 chars)", tps, step_s])
-        tps, step_s, _ = koqa_run(data, Path(tmp) / "fullhead", args.steps, args.batch_size,
-                                  ["max_length=1024", "max_context_chars=null", "answer_only_logits=false"])
-        results.append(["koqa sft without answer-only logits (TRL's loss)", tps, step_s])
+        if not args.no_baseline:
+            tps, step_s, _ = koqa_run(data, Path(tmp) / "fullhead", args.steps, args.batch_size,
+                                      ["max_length=1024", "max_context_chars=null", "answer_only_logits=false"])
+            results.append(["koqa sft without answer-only logits (TRL's loss)", tps, step_s])
+        for index, (name, overrides) in enumerate(variants):
+            tps, step_s, _ = koqa_run(data, Path(tmp) / f"variant{index}", args.steps, args.batch_size, overrides)
+            results.append([f"recipe, {name} ({'; '.join(overrides)})", tps, step_s])
     base = results[0][1]
     rows = [[name, f"{tps:,.0f}", f"{step_s:.1f}", f"{tps / base:.1f}x", f"{useful_flops(tps) / 1e9:.0f}",
              f"{useful_flops(tps) / peak:.0%}"] for name, tps, step_s in results]

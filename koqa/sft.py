@@ -205,9 +205,10 @@ def _make_trainer_class():
     class AnswerOnlySFTTrainer(SFTTrainer):
         """SFTTrainer whose loss projects the LM head only at answer positions.
 
-        The indices of every position whose next token is an answer token (in any row of the
-        batch) go to the model as `logits_to_keep`, so logits are [batch, answer positions, vocab]
-        instead of [batch, sequence, vocab].  The loss is the same token-mean cross-entropy.
+        The columns holding a position whose next token is an answer token (in any row of the
+        batch) go to the model as `logits_to_keep`, and a pre-hook on the LM head keeps only the
+        (row, column) pairs that really predict an answer token, so logits are [answer tokens,
+        vocab] instead of [batch, sequence, vocab].  The loss is the same token-mean cross-entropy.
         """
 
         koqa_answer_only = True
@@ -227,22 +228,28 @@ def _make_trainer_class():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"]
             target = labels[:, 1:]
-            keep = (target != -100).any(dim=0).nonzero().flatten()  # positions predicting an answer token
+            answer = target != -100
+            keep = answer.any(dim=0).nonzero().flatten()  # columns predicting an answer token in some row
+            pairs = answer[:, keep]  # [batch, kept columns]: the pairs the loss needs
+            gathered = target[:, keep][pairs]  # [answer tokens]
             model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             model_inputs["use_cache"] = False
-            outputs = model(**model_inputs, logits_to_keep=keep + self.koqa_virtual_tokens)
-            logits = outputs.logits
-            gathered = target[:, keep]
-            loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gathered.reshape(-1),
-                                       ignore_index=-100, reduction="sum")
-            count = (gathered != -100).sum()
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            hook = head.register_forward_pre_hook(lambda _module, args: (args[0][pairs],) + tuple(args[1:]))
+            try:
+                outputs = model(**model_inputs, logits_to_keep=keep + self.koqa_virtual_tokens)
+            finally:
+                hook.remove()
+            logits = outputs.logits  # [answer tokens, vocab]
+            loss_sum = F.cross_entropy(logits.float(), gathered, reduction="sum")
+            count = gathered.new_tensor(gathered.numel())
             denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
             loss = loss_sum / denominator
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             mode = "train" if model.training else "eval"
             with torch.no_grad():
-                correct = ((logits.argmax(-1) == gathered) & (gathered != -100)).sum()
+                correct = (logits.argmax(-1) == gathered).sum()
             self._metrics[mode]["mean_token_accuracy"].append((correct / count.clamp(min=1)).item())
             if mode == "train":
                 self._total_train_tokens += int(inputs["attention_mask"].sum().item()) \

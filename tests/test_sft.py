@@ -57,10 +57,12 @@ def test_every_method_trains_saves_safetensors_and_evaluates(tmp_path, tiny_mode
     assert metrics["n"] == len(DACON_ROWS) and metrics["backend"] == "hf"
 
 
-def test_answer_only_loss_equals_the_full_loss(tiny_model_dir):
-    """The fast loss (LM head at answer positions only) is the ordinary token-mean cross-entropy."""
+@pytest.mark.parametrize("method", ["lora", "prompt"])
+def test_answer_only_loss_equals_the_full_loss(tiny_model_dir, method):
+    """The fast loss (LM head at answer (row, position) pairs only) is the ordinary token-mean
+    cross-entropy, also with prompt tuning's virtual tokens in front of the sequence."""
     import torch
-    from peft import LoraConfig
+    from peft import LoraConfig, PromptTuningConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig as TRLConfig
     from datasets import Dataset
@@ -76,15 +78,21 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     args = TRLConfig(output_dir="/tmp/unused-koqa-test", per_device_train_batch_size=4, report_to=[], use_cpu=True,
                      completion_only_loss=True, max_length=None)
+    virtual = 3 if method == "prompt" else 0
+    peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual) if method == "prompt" \
+        else LoraConfig(task_type="CAUSAL_LM", r=4)
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                    processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", r=4))
+                                    processing_class=tok, peft_config=peft_config)
+    trainer.koqa_virtual_tokens = virtual
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["labels"] != -100).sum() < batch["attention_mask"].sum() / 4  # most positions are prompt
+    answer_columns = [set((row[1:] != -100).nonzero().flatten().tolist()) for row in batch["labels"]]
+    assert len(set(map(frozenset, answer_columns))) > 1  # rows answer at different positions
     model = trainer.model
     with torch.no_grad():
         trainer.koqa_answer_only = True
         fast = trainer.compute_loss(model, dict(batch))
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, virtual:]
     reference = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                                                   batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
     assert fast.item() == pytest.approx(reference.item(), rel=1e-4)
