@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,19 @@ def prepared_korquad(out: Path) -> Path:
     if not (data / "train.jsonl").is_file():
         run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
     return data
+
+
+def koqa_cli(*args: str) -> None:
+    """Run a koqa command in a child process, so every training or evaluation run starts with the
+    machine's memory free: vLLM's CPU engine sizes its KV cache from the memory left, and a finished
+    training run in the same process still holds gigabytes."""
+    result = subprocess.run([sys.executable, "-m", "koqa.cli", *args])
+    if result.returncode:
+        raise SystemExit(f"koqa {' '.join(args)} failed with exit status {result.returncode}")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def bf16_matmul_flops(n: int = 2048, repeats: int = 20) -> float:

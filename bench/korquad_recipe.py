@@ -15,13 +15,12 @@ Run folders are kept under --out; a variant whose run finished is evaluated agai
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import prepared_korquad, table  # noqa: E402
+from _common import koqa_cli, prepared_korquad, read_json, table  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
 
@@ -46,9 +45,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/recipe")
     args = parser.parse_args()
 
-    from koqa.eval.evaluate import EvalConfig, run_eval
-    from koqa.sft import run_sft
-
     out = Path(args.out)
     data = prepared_korquad(out)
     runs = [] if args.no_recipe else [("recipe", [])]
@@ -57,15 +53,20 @@ def main() -> None:
     for name, overrides in runs:
         run_dir = out / slug(name)
         if not (run_dir / "metrics.json").is_file():
-            run_sft(data=str(data), out_dir=str(run_dir), config_path=str(RECIPE), max_minutes=args.minutes,
-                    sets=overrides, resume=(run_dir / "checkpoints").is_dir())
-        summary = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            command = ["sft", "--config", str(RECIPE), "--data", str(data), "--out", str(run_dir)]
+            command += ["--max-minutes", str(args.minutes)] if args.minutes else []
+            command += [arg for item in overrides for arg in ("--set", item)]
+            command += ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+            koqa_cli(*command)
+        summary = read_json(run_dir / "metrics.json")
+        eval_dir = out / f"eval-{slug(name)}"
         scores = {}
-        for span in ("off", "snap"):
+        for span in ("off", "snap"):  # the second pass re-scores the same generations
             started = time.perf_counter()
-            config = EvalConfig(limit=args.eval_limit, span=span)
-            scores[span] = run_eval(str(data / "validation.jsonl"), str(out / f"eval-{slug(name)}"), config,
-                                    adapter=str(run_dir))["metrics"]
+            command = ["eval", "--data", str(data / "validation.jsonl"), "--out", str(eval_dir),
+                       "--adapter", str(run_dir), "--span", span]
+            koqa_cli(*command, *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
+            scores[span] = read_json(eval_dir / "metrics.json")
             scores[span]["seconds"] = time.perf_counter() - started
         m = scores["off"]
         qps = m["questions_per_second"] or m["n"] / m["seconds"]

@@ -11,13 +11,12 @@ Run folders are kept under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import prepared_korquad, table  # noqa: E402
+from _common import koqa_cli, prepared_korquad, read_json, table  # noqa: E402
 
 
 def main() -> None:
@@ -32,9 +31,6 @@ def main() -> None:
 
     from importlib import resources
 
-    from koqa.eval.evaluate import EvalConfig, run_eval
-    from koqa.sft import run_sft
-
     out = Path(args.out)
     data = prepared_korquad(out)
     evaluation = str(data / "validation.jsonl")  # the evaluation articles
@@ -42,7 +38,10 @@ def main() -> None:
 
     def evaluate(name, adapter, minutes, seen):
         started = time.perf_counter()
-        m = run_eval(evaluation, str(out / f"eval-{name}"), EvalConfig(limit=args.eval_limit), adapter=adapter)["metrics"]
+        eval_dir = out / f"eval-{name}"
+        koqa_cli("eval", "--data", evaluation, "--out", str(eval_dir), *(["--adapter", adapter] if adapter else []),
+                 *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
+        m = read_json(eval_dir / "metrics.json")
         seconds = time.perf_counter() - started
         qps = m["questions_per_second"] or m["n"] / seconds
         rows.append([name, minutes, seen, m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}", f"{qps:.2f}"])
@@ -55,11 +54,11 @@ def main() -> None:
         run_dir = out / method
         summary_file = run_dir / "metrics.json"
         if not summary_file.is_file():
-            run_sft(data=str(data), out_dir=str(run_dir), config_path=str(configs / f"{method}.yaml"),
-                    max_minutes=args.minutes, sets=["validation_limit=0", *args.set])
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            koqa_cli("sft", "--config", str(configs / f"{method}.yaml"), "--data", str(data), "--out", str(run_dir),
+                     "--max-minutes", str(args.minutes), "--set", "validation_limit=0",
+                     *[arg for item in args.set for arg in ("--set", item)])
+        summary = read_json(summary_file)
         evaluate(method, str(run_dir), f"{summary['train_seconds'] / 60:.1f}", summary["questions_seen"])
-
 
 if __name__ == "__main__":
     main()
