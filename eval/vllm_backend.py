@@ -17,7 +17,8 @@ class VLLMGenerator:
     name = "vllm"
 
     def __init__(self, model: str, adapter: str | None = None, max_model_len: int = 2048, dtype: str = "auto",
-                 seed: int = 0, lora_mode: str = "auto", compile: bool = False, **_unused):
+                 seed: int = 0, lora_mode: str = "auto", compile: bool = False, prefix_caching: bool = True,
+                 **_unused):
         import torch
 
         on_cpu = not torch.cuda.is_available()
@@ -33,7 +34,8 @@ class VLLMGenerator:
         from vllm import LLM
 
         kwargs = dict(model=model, tokenizer=model, max_model_len=max_model_len, seed=seed,
-                      dtype="bfloat16" if dtype == "auto" and on_cpu else dtype, enable_prefix_caching=True)
+                      dtype="bfloat16" if dtype == "auto" and on_cpu else dtype,
+                      enable_prefix_caching=prefix_caching)  # questions on one passage share its KV blocks
         if on_cpu:
             # eager by default: torch.compile on 2 cores costs minutes of start-up per model
             kwargs.update(gpu_memory_utilization=0.5, enforce_eager=not compile)
