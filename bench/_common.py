@@ -18,6 +18,14 @@ def korquad_split():
     return korquad_article_split(read_squad_json(KORQUAD).records)
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """A --variant argument, NAME:key=value;key=value, as (name, [key=value, ...])."""
+    name, _, overrides = text.partition(":")
+    if not name or not overrides:
+        raise SystemExit(f"--variant needs NAME:key=value[;key=value], got '{text}'")
+    return name.strip(), [item.strip() for item in overrides.split(";") if item.strip()]
+
+
 def prepared_korquad(out: Path) -> Path:
     """KorQuAD preprocessed once into OUT/korquad (training / evaluation articles, as in the notice)."""
     from koqa.preprocess import PreprocessConfig, run_preprocess

@@ -20,16 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import koqa_cli, prepared_korquad, read_json, table  # noqa: E402
+from _common import koqa_cli, parse_variant, prepared_korquad, read_json, table  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
-
-
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, _, overrides = text.partition(":")
-    if not name or not overrides:
-        raise SystemExit(f"--variant needs NAME:key=value[;key=value], got '{text}'")
-    return name.strip(), [item.strip() for item in overrides.split(";") if item.strip()]
 
 
 def slug(name: str) -> str:

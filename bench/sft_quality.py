@@ -60,5 +60,6 @@ def main() -> None:
         summary = read_json(summary_file)
         evaluate(method, str(run_dir), f"{summary['train_seconds'] / 60:.1f}", summary["questions_seen"])
 
+
 if __name__ == "__main__":
     main()

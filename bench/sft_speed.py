@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bf16_matmul_flops, body_and_head_params, korquad_split, table  # noqa: E402
+from _common import bf16_matmul_flops, body_and_head_params, korquad_split, parse_variant, table  # noqa: E402
 
 
 def baseline(model_dir, examples, batch_size, steps, max_length=1024):
@@ -83,12 +83,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the notebook baseline and TRL-loss rows (ratios are then to the recipe)")
     args = parser.parse_args()
-    variants = []
-    for text in args.variant:
-        name, _, overrides = text.partition(":")
-        if not name or not overrides:
-            raise SystemExit(f"--variant needs NAME:key=value[;key=value], got '{text}'")
-        variants.append((name.strip(), [o.strip() for o in overrides.split(";") if o.strip()]))
+    variants = [parse_variant(text) for text in args.variant]
 
     from transformers import AutoTokenizer
 
