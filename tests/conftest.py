@@ -4,13 +4,16 @@ tokenizer (fast enough to train in tests), and small Dacon-style files."""
 from __future__ import annotations
 
 import csv
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-KORQUAD = REPO.parent / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json"
+# The KorQuAD 1.0 dev set beside the checkout; KOQA_KORQUAD names it when the checkout lies elsewhere.
+KORQUAD = Path(os.environ.get("KOQA_KORQUAD")
+               or REPO.parent / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json")
 
 DACON_ROWS = [
     ("TRAIN_000", "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 늘었다고 설명했다.",
