@@ -85,7 +85,8 @@ class PromptRenderer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _frame(self, question: str) -> tuple[list[int], list[int]]:
+    def frame_ids(self, question: str) -> tuple[list[int], list[int]]:
+        """Token ids before the context (BOS included) and after it, with the question filled in."""
         before, after = self.frame_texts(question)
         return self._bos + self._encode(before), self._encode(after)
 
@@ -100,7 +101,7 @@ class PromptRenderer:
 
     def prompt_length(self, context: str, question: str) -> int:
         """Tokens of the whole prompt before any cutting."""
-        before, after = self._frame(question)
+        before, after = self.frame_ids(question)
         return len(before) + len(self._encode(context)) + len(after)
 
     def render(self, context: str, question: str, answer_start: int | None = None,
@@ -115,7 +116,7 @@ class PromptRenderer:
                 answer_start -= lo
             context = context[lo: lo + self.max_context_chars]
             cut = True
-        before, after = self._frame(question)
+        before, after = self.frame_ids(question)
         budget = self.max_length - len(before) - len(after) - self.max_answer_tokens
         if budget < 16:
             raise KoqaError(f"max_length {self.max_length} leaves {budget} tokens for the context "

@@ -69,6 +69,8 @@ class SFTConfig:
     prompt_init_text: str | None = "다음 글을 읽고 질문에 답하세요. 답은 글에 나온 표현 그대로 짧게 쓰세요."
     # speed
     answer_only_logits: bool = True
+    shared_context: bool = False  # questions on one passage share one copy of it (koqa/shared_context.py)
+    max_questions_per_context: int = 8
     group_by_length: bool = True
     dtype: str = "auto"
     attn_implementation: str | None = None  # eager, sdpa...; None: the model's default
@@ -104,6 +106,10 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
         config.learning_rate = METHOD_LEARNING_RATES[config.method]
     if config.schedule_over not in ("steps", "minutes"):
         raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
+    if config.shared_context and config.method not in ("lora", "qlora"):
+        raise KoqaError(f"shared_context works with lora and qlora, not {config.method}: prefix and prompt "
+                        "tuning put virtual tokens in front of every sequence", field="shared_context",
+                        fix="set shared_context: false")
     if config.schedule_over == "minutes" and not config.max_minutes:
         raise KoqaError("schedule_over: minutes needs a time budget", field="max_minutes",
                         fix="pass --max-minutes N or set max_minutes in the config")
@@ -213,7 +219,14 @@ def _make_trainer_class():
 
         koqa_answer_only = True
         koqa_virtual_tokens = 0
+        koqa_shared_context = False  # batches carry position_ids of shared-context sequences
+        koqa_questions_seen = 0
         koqa_lr_lambda = None  # set for a schedule that follows the wall clock
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "position_ids" not in self._signature_columns:  # shared-context examples carry them
+                self._signature_columns = [*self._signature_columns, "position_ids"]
 
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.koqa_lr_lambda is None:
@@ -224,9 +237,20 @@ def _make_trainer_class():
             return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            padding = inputs.get("attention_mask")
+            if model.training:  # an answer starts where a label follows a -100
+                self.koqa_questions_seen += int(((labels[:, 1:] != -100) & (labels[:, :-1] == -100)).sum())
+                self._metrics["train"]["questions_seen"] = [self.koqa_questions_seen]
+            if self.koqa_shared_context:
+                from koqa.shared_context import model_attention_masks
+
+                unwrapped = self.accelerator.unwrap_model(model)
+                inputs = {**inputs, "attention_mask": model_attention_masks(
+                    unwrapped.config, inputs["position_ids"], padding,
+                    unwrapped.get_input_embeddings().weight.dtype)}
             if not self.koqa_answer_only:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs["labels"]
             target = labels[:, 1:]
             answer = target != -100
             keep = answer.any(dim=0).nonzero().flatten()  # columns predicting an answer token in some row
@@ -252,8 +276,7 @@ def _make_trainer_class():
                 correct = (logits.argmax(-1) == gathered).sum()
             self._metrics[mode]["mean_token_accuracy"].append((correct / count.clamp(min=1)).item())
             if mode == "train":
-                self._total_train_tokens += int(inputs["attention_mask"].sum().item()) \
-                    if "attention_mask" in inputs else int(labels.numel())
+                self._total_train_tokens += int(padding.sum().item()) if padding is not None else int(labels.numel())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return (loss, outputs) if return_outputs else loss
 
@@ -292,6 +315,16 @@ def _callbacks(run_dir: Path, started: float, clock):
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     return [JsonlLogger(), *budget_callbacks(clock)]
+
+
+def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:
+    """Questions trained on up to a checkpoint. One a sequence without shared contexts; with them,
+    the count last logged before the checkpoint (exact when save_steps is a multiple of logging_steps)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    if not config.shared_context:
+        return state.get("global_step", 0) * config.batch_size * config.gradient_accumulation_steps
+    logged = [row["questions_seen"] for row in state.get("log_history", []) if "questions_seen" in row]
+    return int(logged[-1]) if logged else 0
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -362,7 +395,12 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     renderer = PromptRenderer(tokenizer, template, max_length=config.max_length,
                               max_answer_tokens=config.max_answer_tokens, max_context_chars=config.max_context_chars)
     train_records, val_records = load_training_records(data, config, validation)
-    examples, excluded = build_examples(train_records, renderer)
+    if config.shared_context:
+        from koqa.shared_context import shared_context_examples
+
+        examples, excluded = shared_context_examples(train_records, renderer, config.max_questions_per_context)
+    else:
+        examples, excluded = build_examples(train_records, renderer)
     if not examples:
         raise KoqaError("no training example fits max_length", file=data, fix="raise max_length")
     for item in excluded:
@@ -403,8 +441,15 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
     trainer_cls = _make_trainer_class()
+    collator = None
+    if config.shared_context:
+        from koqa.shared_context import SharedContextCollator
+
+        collator = SharedContextCollator(tokenizer.pad_token_id)
     trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=_callbacks(run_dir, started, clock))
+                          peft_config=peft_config, data_collator=collator, callbacks=_callbacks(run_dir, started, clock))
+    trainer.koqa_shared_context = config.shared_context
+    trainer.koqa_questions_seen = _questions_seen_at(checkpoint, config) if checkpoint else 0
     if config.schedule_over == "minutes":
         trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
     trainer.koqa_answer_only = config.answer_only_logits
@@ -423,8 +468,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     adapter_dir = run_dir / "adapter"
     summary = {"train_loss": result.training_loss, "global_step": result.global_step,
                "train_seconds": round(train_seconds, 1), "examples": len(examples),
-               "questions_seen": result.global_step * config.batch_size * config.gradient_accumulation_steps
-               * trainer.accelerator.num_processes}
+               "questions_seen": trainer.koqa_questions_seen * trainer.accelerator.num_processes}
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
         tokenizer.save_pretrained(adapter_dir)
