@@ -41,7 +41,7 @@ class SFTConfig:
     model: str | None = None
     template: str = "ko_instruct"
     max_length: int = 512
-    max_context_chars: int | None = 1200  # training contexts are cut around the answer
+    max_context_chars: int | None = 1200  # one-question training contexts are cut around the answer
     max_answer_tokens: int = 32
     eval_max_length: int = 1024  # what `koqa eval` uses for this run's adapter
     learning_rate: float | None = None  # default per method: METHOD_LEARNING_RATES
@@ -413,7 +413,8 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     run_info = {"model": config.model, "model_path": model_path, "method": config.method,
                 "template": template.name, "template_file": "template.txt", "max_length": config.eval_max_length,
                 "train_max_length": config.max_length, "seed": config.seed, "versions": _package_versions(),
-                "train_examples": len(examples), "excluded": excluded}
+                "train_examples": len(examples), "train_questions": len(train_records) - len(excluded),
+                "train_tokens": sum(len(e["input_ids"]) for e in examples), "excluded": excluded}
     if is_main:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
         write_text(run_dir / "template.txt", template.text)

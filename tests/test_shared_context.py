@@ -142,6 +142,8 @@ def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, 
     # six questions on five contexts: one step of five sequences trains on all six
     assert summary["global_step"] == 1 and summary["examples"] == 5
     assert summary["questions_seen"] == len(DACON_ROWS) == 6
+    info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
+    assert info["train_examples"] == 5 and info["train_questions"] == 6 and info["train_tokens"] > 0
     bad = koqa(["sft", "--method", "prefix", "--data", str(dacon_train), "--out", str(tmp_path / "p"),
                 "--model", str(tiny_model_dir), "--max-steps", "1", *TINY, "--set", "shared_context=true"])
     assert bad.returncode != 0 and "shared_context works with lora and qlora" in bad.stderr
