@@ -110,6 +110,9 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
         raise KoqaError(f"shared_context works with lora and qlora, not {config.method}: prefix and prompt "
                         "tuning put virtual tokens in front of every sequence", field="shared_context",
                         fix="set shared_context: false")
+    if config.shared_context and not config.answer_only_logits:
+        raise KoqaError("shared_context needs answer_only_logits: true (TRL's own loss reads a plain "
+                        "padding mask)", field="shared_context", fix="set answer_only_logits: true")
     if config.schedule_over == "minutes" and not config.max_minutes:
         raise KoqaError("schedule_over: minutes needs a time budget", field="max_minutes",
                         fix="pass --max-minutes N or set max_minutes in the config")

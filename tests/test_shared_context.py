@@ -147,3 +147,6 @@ def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, 
     bad = koqa(["sft", "--method", "prefix", "--data", str(dacon_train), "--out", str(tmp_path / "p"),
                 "--model", str(tiny_model_dir), "--max-steps", "1", *TINY, "--set", "shared_context=true"])
     assert bad.returncode != 0 and "shared_context works with lora and qlora" in bad.stderr
+    bad = koqa(["sft", "--data", str(dacon_train), "--out", str(tmp_path / "q"), "--model", str(tiny_model_dir),
+                "--max-steps", "1", *TINY, "--set", "shared_context=true", "--set", "answer_only_logits=false"])
+    assert bad.returncode != 0 and "shared_context needs answer_only_logits" in bad.stderr
