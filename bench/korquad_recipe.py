@@ -62,10 +62,11 @@ def main() -> None:
             scores[span] = read_json(eval_dir / "metrics.json")
             scores[span]["seconds"] = time.perf_counter() - started
         m = scores["off"]
-        qps = m["questions_per_second"] or m["n"] / m["seconds"]
+        # None when every answer came from an earlier run's generations.jsonl: no rate to report
+        qps = f"{m['questions_per_second']:.2f}" if m["questions_per_second"] else "cached"
         rows.append([name, "; ".join(overrides) or "-", f"{summary['train_seconds'] / 60:.1f}",
                      summary["questions_seen"], m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}",
-                     f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", f"{qps:.2f}"])
+                     f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", qps])
         print(table(["variant", "overrides", "train min", "questions seen", "eval n", "F1", "EM",
                      "F1 snap", "EM snap", "eval q/s"], rows), flush=True)
 
