@@ -8,7 +8,8 @@ Preprocesses KorQuAD once (training articles / evaluation articles, as in the da
 the default model with koqa/configs/korquad_hour.yaml (and each --variant: NAME:key=value;key=value,
 the recipe with those overrides), evaluates on the evaluation articles (all 1,287 questions unless
 --eval-limit), re-scores the same generations with span snapping, and prints one table: variant,
-minutes of training, training questions seen, F1, EM, F1 and EM with snapping, evaluation q/s.
+minutes of training, training questions seen, F1, the F1 difference from the first row on the same
+questions with its paired standard error, EM, F1 and EM with snapping, evaluation q/s.
 Run folders are kept under --out; a variant whose run finished is evaluated again, not retrained.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import koqa_cli, parse_variant, prepared_korquad, read_json, table  # noqa: E402
+
+from koqa.eval.compare import paired_difference, read_scores  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
 
@@ -42,7 +45,7 @@ def main() -> None:
     data = prepared_korquad(out)
     runs = [] if args.no_recipe else [("recipe", [])]
     runs += [parse_variant(v) for v in args.variant]
-    rows = []
+    rows, per_question = [], []
     for name, overrides in runs:
         run_dir = out / slug(name)
         if not (run_dir / "metrics.json").is_file():
@@ -61,13 +64,21 @@ def main() -> None:
             koqa_cli(*command, *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
             scores[span] = read_json(eval_dir / "metrics.json")
             scores[span]["seconds"] = time.perf_counter() - started
+            if span == "off":
+                per_question.append(read_scores(eval_dir / "predictions.csv", "f1"))
         m = scores["off"]
+        # each row against the first, on the same questions: the paired difference and its standard error
+        if len(per_question) > 1 and set(per_question[-1]) == set(per_question[0]):
+            diff = paired_difference(per_question[0], per_question[-1])
+            delta = f"{diff.mean:+.4f} ± {diff.standard_error:.4f}"
+        else:
+            delta = "-"
         # None when every answer came from an earlier run's generations.jsonl: no rate to report
         qps = f"{m['questions_per_second']:.2f}" if m["questions_per_second"] else "cached"
         rows.append([name, "; ".join(overrides) or "-", f"{summary['train_seconds'] / 60:.1f}",
-                     summary["questions_seen"], m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}",
+                     summary["questions_seen"], m["n"], f"{m['f1']:.4f}", delta, f"{m['exact_match']:.4f}",
                      f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", qps])
-        print(table(["variant", "overrides", "train min", "questions seen", "eval n", "F1", "EM",
+        print(table(["variant", "overrides", "train min", "questions seen", "eval n", "F1", "ΔF1 vs row 1 ± s.e.", "EM",
                      "F1 snap", "EM snap", "eval q/s"], rows), flush=True)
 
 
