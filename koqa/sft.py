@@ -306,6 +306,9 @@ def _callbacks(run_dir: Path, started: float, clock):
             if "num_tokens" in logs and now > self.last_time:
                 row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_tokens, self.last_time = tokens, now
+            current = _current_rss_mb()  # what the process holds now; read before the high-water mark
+            if current is not None:
+                row["rss_mb"] = current
             try:
                 import resource
 
@@ -318,6 +321,15 @@ def _callbacks(run_dir: Path, started: float, clock):
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     return [JsonlLogger(), *budget_callbacks(clock)]
+
+
+def _current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux), or None where /proc is absent."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:

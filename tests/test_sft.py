@@ -50,6 +50,9 @@ def test_every_method_trains_saves_safetensors_and_evaluates(tmp_path, tiny_mode
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
     assert info["method"] == method and info["seed"] == 42 and "torch" in info["versions"]
     assert len(losses(run)) == 2
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    if sys.platform == "linux":  # memory now and its high-water mark, which can only be the larger
+        assert all(0 < r["rss_mb"] <= r["max_rss_mb"] for r in rows if "loss" in r)
     ev = koqa(["eval", "--data", str(dacon_train), "--adapter", str(run), "--out", str(tmp_path / "ev"),
                "--backend", "hf"])
     assert ev.returncode == 0, ev.stderr[-3000:]
