@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import koqa_cli, parse_variant, prepared_korquad, read_json, table  # noqa: E402
 
+from koqa.errors import KoqaError  # noqa: E402
 from koqa.eval.compare import paired_difference, read_scores  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
@@ -68,11 +69,13 @@ def main() -> None:
                 per_question.append(read_scores(eval_dir / "predictions.csv", "f1"))
         m = scores["off"]
         # each row against the first, on the same questions: the paired difference and its standard error
-        if len(per_question) > 1 and set(per_question[-1]) == set(per_question[0]):
-            diff = paired_difference(per_question[0], per_question[-1])
-            delta = f"{diff.mean:+.4f} ± {diff.standard_error:.4f}"
-        else:
-            delta = "-"
+        delta = "-"
+        if len(per_question) > 1:
+            try:
+                diff = paired_difference(per_question[0], per_question[-1])
+                delta = f"{diff.mean:+.4f} ± {diff.standard_error:.4f}"
+            except KoqaError:  # evaluated on other questions (another --eval-limit): no paired difference
+                pass
         # None when every answer came from an earlier run's generations.jsonl: no rate to report
         qps = f"{m['questions_per_second']:.2f}" if m["questions_per_second"] else "cached"
         rows.append([name, "; ".join(overrides) or "-", f"{summary['train_seconds'] / 60:.1f}",

@@ -22,9 +22,12 @@ def koqa(args, env=None, timeout=600):
                           timeout=timeout, env=env)
 
 
+def log_rows(run_dir: Path):
+    return [json.loads(x) for x in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def losses(run_dir: Path):
-    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
+    return [r["loss"] for r in log_rows(run_dir) if "loss" in r]
 
 
 def adapter_tensors(run_dir: Path):
@@ -50,9 +53,8 @@ def test_every_method_trains_saves_safetensors_and_evaluates(tmp_path, tiny_mode
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
     assert info["method"] == method and info["seed"] == 42 and "torch" in info["versions"]
     assert len(losses(run)) == 2
-    rows = [json.loads(x) for x in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     if sys.platform == "linux":  # memory now and its high-water mark, which can only be the larger
-        assert all(0 < r["rss_mb"] <= r["max_rss_mb"] for r in rows if "loss" in r)
+        assert all(0 < r["rss_mb"] <= r["max_rss_mb"] for r in log_rows(run) if "loss" in r)
     ev = koqa(["eval", "--data", str(dacon_train), "--adapter", str(run), "--out", str(tmp_path / "ev"),
                "--backend", "hf"])
     assert ev.returncode == 0, ev.stderr[-3000:]
