@@ -71,6 +71,8 @@ class SFTConfig:
     answer_only_logits: bool = True
     shared_context: bool = False  # questions on one passage share one copy of it (koqa/shared_context.py)
     max_questions_per_context: int = 8
+    # data augmentation: copies of each passage with its answers swapped (koqa/data_tools/counterfactual.py)
+    counterfactual_copies: int = 0
     group_by_length: bool = True
     dtype: str = "auto"
     attn_implementation: str | None = None  # eager, sdpa...; None: the model's default
@@ -104,6 +106,9 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
         raise KoqaError(f"unknown method '{config.method}'; known: {', '.join(METHODS)}", field="method")
     if config.learning_rate is None:
         config.learning_rate = METHOD_LEARNING_RATES[config.method]
+    if config.counterfactual_copies < 0:
+        raise KoqaError(f"counterfactual_copies must be 0 or more, got {config.counterfactual_copies}",
+                        field="counterfactual_copies")
     if config.schedule_over not in ("steps", "minutes"):
         raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
     if config.shared_context and config.method not in ("lora", "qlora"):
@@ -410,6 +415,16 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     renderer = PromptRenderer(tokenizer, template, max_length=config.max_length,
                               max_answer_tokens=config.max_answer_tokens, max_context_chars=config.max_context_chars)
     train_records, val_records = load_training_records(data, config, validation)
+    original_questions = len(train_records)
+    counterfactual = None
+    if config.counterfactual_copies:
+        from koqa.data_tools.counterfactual import counterfactual_copies
+
+        counterfactual = counterfactual_copies(train_records, config.counterfactual_copies, config.seed)
+        log.info("counterfactual copies: %d questions on %d passage copies; answer kept: %s; no copy: %s",
+                 len(counterfactual.records), counterfactual.passages, counterfactual.kept_answer or "none",
+                 counterfactual.left_out or "none")
+        train_records = train_records + counterfactual.records
     if config.shared_context:
         from koqa.shared_context import shared_context_examples
 
@@ -430,6 +445,10 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
                 "train_max_length": config.max_length, "seed": config.seed, "versions": _package_versions(),
                 "train_examples": len(examples), "train_questions": len(train_records) - len(excluded),
                 "train_tokens": sum(len(e["input_ids"]) for e in examples), "excluded": excluded}
+    if counterfactual is not None:
+        run_info["counterfactual"] = {"original_questions": original_questions,
+                                      "questions": len(counterfactual.records), "passages": counterfactual.passages,
+                                      "answer_kept": counterfactual.kept_answer, "no_copy": counterfactual.left_out}
     if is_main:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
         write_text(run_dir / "template.txt", template.text)

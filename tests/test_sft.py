@@ -229,3 +229,25 @@ def test_qlora_trains_on_cuda(tmp_path, tiny_model_dir, dacon_train):
                    "--model", str(tiny_model_dir), "--max-steps", "2", *TINY])
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
+    from conftest import write_csv
+
+    rows = [("S1", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제가 열린 연도는?", "2003년"),
+            ("S2", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제의 위원장은 누구인가?", "이영희"),
+            ("S3", "대구에서 2011년에 육상 대회가 열렸다. 위원장은 박민수였다.", "육상 대회가 열린 연도는?", "2011년"),
+            ("S4", "대구에서 2011년에 육상 대회가 열렸다. 위원장은 박민수였다.", "육상 대회의 위원장은 누구인가?", "박민수")]
+    data = write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"], rows)
+    run = tmp_path / "run"
+    result = koqa(["sft", "--data", str(data), "--out", str(run), "--model", str(tiny_model_dir), "--max-steps", "2",
+                   *TINY, "--set", "shared_context=true", "--set", "counterfactual_copies=2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
+    # each passage's year and name swapped with the other passage's, twice
+    assert info["counterfactual"] == {"original_questions": 4, "questions": 8, "passages": 4,
+                                      "answer_kept": {}, "no_copy": {}}
+    assert info["train_questions"] == 12 and info["train_examples"] == 6  # one sequence a passage copy
+    bad = koqa(["sft", "--data", str(data), "--out", str(tmp_path / "bad"), "--model", str(tiny_model_dir),
+                "--set", "counterfactual_copies=-1"])
+    assert bad.returncode == 2 and "counterfactual_copies must be 0 or more" in bad.stderr
