@@ -152,7 +152,7 @@ def counterfactual_copies(records: Sequence[QARecord], copies: int, seed: int = 
             made = 0
             for r in group:
                 answer = r.answers[0]
-                start = r.answer_starts[0] if r.answer_starts and r.answer_starts[0] >= 0 else context.find(answer)
+                start = r.first_answer_start()
                 new_answer = mapping.get(answer, answer)
                 new_start = _moved(start, spans) if start >= 0 else None
                 if new_start is None or new_context[new_start:new_start + len(new_answer)] != new_answer:

@@ -24,6 +24,10 @@ class QARecord:
     row: str = ""  # where in that file: CSV line number or SQuAD JSON path
     title: str = ""
 
+    def first_answer_start(self) -> int:
+        """Where the first gold answer starts in the context: its recorded offset, else found (-1: absent)."""
+        return self.answer_starts[0] if self.answer_starts else self.context.find(self.answers[0])
+
     def to_json(self) -> dict:
         return asdict(self)
 

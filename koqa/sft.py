@@ -148,7 +148,7 @@ def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[
     """Tokenized examples (input_ids, completion_mask) and the records excluded, with why."""
     examples, excluded = [], []
     for r in records:
-        answer, start = r.answers[0], r.answer_starts[0] if r.answer_starts else r.context.find(r.answers[0])
+        answer, start = r.answers[0], r.first_answer_start()
         prompt = renderer.render(r.context, r.question, answer_start=start, answer_len=len(answer))
         if not prompt.answer_in_window:
             excluded.append({"id": r.id, "reason": "answer not in the context window kept under max_length"})

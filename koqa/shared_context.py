@@ -51,7 +51,7 @@ def shared_context_examples(records, renderer, max_questions: int = 8) -> tuple[
         items = []  # (first, last, budget, after ids, answer ids, record)
         for r in group:
             answer = r.answers[0]
-            start = r.answer_starts[0] if r.answer_starts else context.find(answer)
+            start = r.first_answer_start()
             span = _answer_token_span(offsets, start, len(answer)) if start >= 0 else None
             if span is None:
                 excluded.append({"id": r.id, "reason": "answer not found in the context"})
