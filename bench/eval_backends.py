@@ -4,7 +4,7 @@
 
 1. Throughput (questions/s) on the first N KorQuAD evaluation questions: the transformers backend
    at several batch sizes and the vLLM backend (eager with and without prefix caching, and with
-   --vllm-compile also torch.compile),
+   --vllm-compile also torch.compile, with and without prefix caching),
    as a ratio; achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s.
    Greedy-answer agreement between the backends in bf16, with --agreement also against two
    controls: transformers batch 1 vs its best batch (bf16 rounding alone), and both backends in
@@ -94,7 +94,8 @@ def main() -> None:
     del hf
     if vllm_available():
         variants = [("eager", False, True), ("eager, prefix caching off", False, False)]
-        variants += [("torch.compile", True, True)] if args.vllm_compile else []
+        variants += [("torch.compile", True, True), ("torch.compile, prefix caching off", True, False)] \
+            if args.vllm_compile else []
         for label, compile_, caching in variants:
             started = time.perf_counter()
             vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, compile=compile_, prefix_caching=caching)
@@ -105,7 +106,7 @@ def main() -> None:
             answers.setdefault("vllm", out)
             rows.append([f"vLLM {label} (engine start {startup:.0f} s, not counted)", f"{len(prompts) / seconds:.2f}",
                          f"{seconds:.0f}", f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
-            del vllm
+            vllm.close()  # else its workers keep spinning and slow the next row
     if args.agreement:
         answers["hf-fp32"] = load_generator("hf", model, dtype="float32").generate(
             prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=best_bs))

@@ -64,9 +64,15 @@ class SFTConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     skip_layers: int = 0  # adapters only on layers >= skip_layers
+    use_dora: bool = False  # DoRA: LoRA on the direction of each weight, plus a learnt magnitude
+    loraplus_lr_ratio: float | None = None  # LoRA+: the B matrices learn at this multiple of learning_rate
     # prefix / prompt tuning
     num_virtual_tokens: int = 20
     prompt_init_text: str | None = "다음 글을 읽고 질문에 답하세요. 답은 글에 나온 표현 그대로 짧게 쓰세요."
+    # regularisation: uniform noise on the input embeddings while training (NEFTune). The noise over a
+    # sequence has norm about alpha / sqrt(3); Gemma scales its embeddings by sqrt(hidden size), so the
+    # alpha of a given relative noise is about 25x larger than on Llama-style models
+    neftune_noise_alpha: float | None = None
     # speed
     answer_only_logits: bool = True
     shared_context: bool = False  # questions on one passage share one copy of it (koqa/shared_context.py)
@@ -109,6 +115,14 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
     if config.counterfactual_copies < 0:
         raise KoqaError(f"counterfactual_copies must be 0 or more, got {config.counterfactual_copies}",
                         field="counterfactual_copies")
+    if (config.use_dora or config.loraplus_lr_ratio is not None) and config.method not in ("lora", "qlora"):
+        raise KoqaError(f"use_dora and loraplus_lr_ratio are LoRA options, not for {config.method}",
+                        field="use_dora" if config.use_dora else "loraplus_lr_ratio")
+    if config.loraplus_lr_ratio is not None and config.loraplus_lr_ratio < 1:
+        raise KoqaError(f"loraplus_lr_ratio must be 1 or more, got {config.loraplus_lr_ratio}", field="loraplus_lr_ratio")
+    if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
+        raise KoqaError(f"neftune_noise_alpha must be positive, got {config.neftune_noise_alpha}",
+                        field="neftune_noise_alpha")
     if config.schedule_over not in ("steps", "minutes"):
         raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
     if config.shared_context and config.method not in ("lora", "qlora"):
@@ -197,7 +211,7 @@ def build_peft_config(config: SFTConfig, model, model_path: str):
         layers = list(range(config.skip_layers, n_layers)) if config.skip_layers else None
         return LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                           lora_dropout=config.lora_dropout, target_modules=list(config.target_modules),
-                          layers_to_transform=layers)
+                          layers_to_transform=layers, use_dora=config.use_dora)
     if config.method == "prefix":
         return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens)
     if config.prompt_init_text:
@@ -230,6 +244,19 @@ def _make_trainer_class():
         koqa_shared_context = False  # batches carry position_ids of shared-context sequences
         koqa_questions_seen = 0
         koqa_lr_lambda = None  # set for a schedule that follows the wall clock
+        koqa_loraplus_lr_ratio = None  # LoRA+: B matrices at this multiple of the learning rate
+
+        def create_optimizer(self, model=None):
+            if self.koqa_loraplus_lr_ratio is None or self.optimizer is not None:
+                return super().create_optimizer(model)
+            from peft.optimizers import create_loraplus_optimizer
+
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model or self.model)
+            kwargs.pop("lr", None)
+            self.optimizer = create_loraplus_optimizer(
+                model or self.model, optimizer_cls, lr=self.args.learning_rate,
+                loraplus_lr_ratio=self.koqa_loraplus_lr_ratio, loraplus_weight_decay=self.args.weight_decay, **kwargs)
+            return self.optimizer
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
@@ -471,7 +498,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
         train_sampling_strategy="group_by_length" if config.group_by_length else "random", max_length=None, completion_only_loss=True,
         gradient_checkpointing=config.gradient_checkpointing, report_to=list(config.report_to),
         dataloader_num_workers=0, remove_unused_columns=True,
-        use_cpu=device == "cpu", ddp_find_unused_parameters=False,
+        use_cpu=device == "cpu", ddp_find_unused_parameters=False, neftune_noise_alpha=config.neftune_noise_alpha,
     )
     checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
@@ -488,6 +515,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     if config.schedule_over == "minutes":
         trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
     trainer.koqa_answer_only = config.answer_only_logits
+    trainer.koqa_loraplus_lr_ratio = config.loraplus_lr_ratio
     trainer.koqa_virtual_tokens = config.num_virtual_tokens if config.method == "prompt" else 0
     if is_main:
         trainable, total = trainer.model.get_nb_trainable_parameters()

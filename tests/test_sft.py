@@ -252,3 +252,30 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
     bad = koqa(["sft", "--data", str(data), "--out", str(tmp_path / "bad"), "--model", str(tiny_model_dir),
                 "--set", "counterfactual_copies=-1"])
     assert bad.returncode == 2 and "counterfactual_copies must be 0 or more" in bad.stderr
+
+
+def test_dora_loraplus_and_neftune(tmp_path, tiny_model_dir, dacon_train):
+    run = tmp_path / "dora"
+    result = koqa(["sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir),
+                   "--max-steps", "1", *TINY, "--set", "use_dora=true", "--set", "loraplus_lr_ratio=4",
+                   "--set", "save_steps=1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+    assert any("lora_magnitude_vector" in name for name in adapter_tensors(run))
+    import torch
+
+    state = torch.load(run / "checkpoints" / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    rates = sorted({group["initial_lr"] for group in state["param_groups"] if group["params"]})
+    assert len(rates) == 2 and rates[1] == pytest.approx(4 * rates[0])  # B matrices (and magnitudes) at 4x
+
+    first_loss = {}
+    for name, extra in (("plain", []), ("noisy", ["--set", "neftune_noise_alpha=200"])):
+        result = koqa(["sft", "--data", str(dacon_train), "--out", str(tmp_path / name), "--model",
+                       str(tiny_model_dir), "--max-steps", "1", *TINY, *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        first_loss[name] = losses(tmp_path / name)[0]
+    assert first_loss["noisy"] != first_loss["plain"]  # same seed and data: only the embedding noise differs
+
+    bad = koqa(["sft", "--method", "prompt", "--data", str(dacon_train), "--out", str(tmp_path / "bad"),
+                "--model", str(tiny_model_dir), "--set", "loraplus_lr_ratio=4"])
+    assert bad.returncode == 2 and "LoRA options" in bad.stderr
