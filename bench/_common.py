@@ -66,6 +66,35 @@ def bf16_matmul_flops(n: int = 2048, repeats: int = 20) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - started)
 
 
+def projection_matmul_flops(model_dir: str, tokens: int = 2048, repeats: int = 5) -> float:
+    """bf16 FLOP/s of one layer's weight matmuls at this model's own shapes (q, k, v, o, gate, up,
+    down) on `tokens` rows, run back to back as in a prefill chunk: what the matmul library reaches on
+    the shapes a backend of this model must run, however well it schedules them."""
+    import json
+
+    import torch
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim", h // heads)
+    shapes = [(h, heads * hd), (h, kv * hd), (h, kv * hd), (heads * hd, h), (h, i), (h, i), (i, h)]
+    weights = [torch.randn(n_out, n_in, dtype=torch.bfloat16) for n_in, n_out in shapes]
+    inputs = [torch.randn(tokens, n_in, dtype=torch.bfloat16) for n_in, _ in shapes]
+    work = sum(2 * tokens * n_in * n_out for n_in, n_out in shapes)
+
+    def one_layer():
+        for x, w in zip(inputs, weights):
+            torch.nn.functional.linear(x, w)
+
+    for _ in range(3):
+        one_layer()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        one_layer()
+    return work * repeats / (time.perf_counter() - started)
+
+
 def body_and_head_params(model_dir: str) -> tuple[int, int]:
     """(parameters used per token outside the embedding/LM head, LM-head parameters)."""
     import json

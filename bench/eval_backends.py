@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import KORQUAD, attention_flops, bf16_matmul_flops, body_and_head_params, korquad_split, table  # noqa: E402
+from _common import (KORQUAD, attention_flops, bf16_matmul_flops, body_and_head_params, korquad_split,  # noqa: E402
+                     projection_matmul_flops, table)  # noqa: E402
 
 MAX_NEW = 24
 
@@ -65,6 +66,7 @@ def main() -> None:
     prompts = [renderer.render(r.context, r.question).ids for r in questions]
     prompt_tokens = sum(map(len, prompts))
     peak = bf16_matmul_flops()
+    own_shapes = {n: projection_matmul_flops(model, tokens=n) for n in (256, 2048)}
     body, head = body_and_head_params(model)
 
     def flops(outputs) -> float:
@@ -116,6 +118,9 @@ def main() -> None:
     print(f"\n{len(prompts)} KorQuAD evaluation questions, {prompt_tokens:,} prompt tokens, greedy, up to "
           f"{MAX_NEW} new tokens; machine bf16 matmul: {peak / 1e9:.0f} GFLOP/s\n")
     print(table(["backend", "questions/s", "seconds", "model GFLOP/s", "of bf16 matmul peak"], rows))
+    print("\nthe model's own projection matmuls (one layer's q, k, v, o, gate, up, down, bf16) alone: " +
+          ", ".join(f"{rate / 1e9:.0f} GFLOP/s ({rate / peak:.0%} of the peak) on {n} tokens"
+                    for n, rate in own_shapes.items()))
     print(f"\n{len({r.context for r in questions})} passages for {len(questions)} questions: with prefix caching vLLM "
           "reuses a passage's KV blocks for its later questions, so the model FLOP/s of those rows count work "
           "it did not do (the useful rate for a user); the row with caching off is what the hardware computed.")

@@ -39,6 +39,7 @@ class EvalConfig:
     encoding: str = "utf-8"
     dtype: str = "auto"
     chunk_size: int = 64  # answers are saved after every chunk
+    vllm_compile: bool = False  # torch.compile in vLLM: 1.2-1.3x faster generation, about 45 s more start-up on 2 cores
 
 
 def resolve_adapter(path: str | None) -> tuple[str | None, dict]:
@@ -113,8 +114,9 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
     if pending:
         if generator is None:
             backend = choose_backend(config.backend, adapter_dir)
+            options = {"compile": True} if backend == "vllm" and config.vllm_compile else {}
             generator = load_generator(backend, model, adapter_dir, dtype=config.dtype,
-                                       max_model_len=max_length + config.max_new_tokens)
+                                       max_model_len=max_length + config.max_new_tokens, **options)
         params = GenerationParams(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
         log.info("generating %d answers with the %s backend (%d already done)", len(pending), backend,
                  len(records) - len(pending))

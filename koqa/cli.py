@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--korquad-split", default=None, choices=["train", "eval"],
                    help="with the KorQuAD dev JSON: keep only the training or evaluation articles")
     p.add_argument("--morphemes", action="store_true", help="token F1 over kiwipiepy morphemes")
+    p.add_argument("--vllm-compile", action="store_true",
+                   help="torch.compile in the vLLM engine: faster generation, longer start-up")
     _add_model(p)
     _add_encoding(p)
 
@@ -168,6 +170,8 @@ def _cmd_eval(args) -> int:
         over["answer_normalization"] = [s for s in args.normalize.split(",") if s]
     if args.morphemes:
         over["morphemes"] = True
+    if args.vllm_compile:
+        over["vllm_compile"] = True
     config = load_config(EvalConfig, args.config, over)
     result = run_eval(args.data, args.out, config, adapter=args.adapter)
     metrics = result["metrics"]

@@ -70,8 +70,9 @@ class SFTConfig:
     num_virtual_tokens: int = 20
     prompt_init_text: str | None = "다음 글을 읽고 질문에 답하세요. 답은 글에 나온 표현 그대로 짧게 쓰세요."
     # regularisation: uniform noise on the input embeddings while training (NEFTune). The noise over a
-    # sequence has norm about alpha / sqrt(3); Gemma scales its embeddings by sqrt(hidden size), so the
-    # alpha of a given relative noise is about 25x larger than on Llama-style models
+    # sequence has norm about alpha / sqrt(3) whatever the embeddings' size; Gemma scales its embeddings
+    # by sqrt(hidden size), so on Gemma 3 270M a given relative noise needs an alpha about 26x larger
+    # than on a model whose token embeddings are about 1 long (README: 130 for the usual 5)
     neftune_noise_alpha: float | None = None
     # speed
     answer_only_logits: bool = True

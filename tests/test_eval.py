@@ -184,3 +184,40 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
     vllm = load_generator("vllm", str(default_model_dir), max_model_len=1100, dtype="float32").generate(prompts, params)
     same = sum(a.strip() == b.strip() for a, b in zip(hf, vllm))
     assert same >= 21, list(zip(hf, vllm))
+
+
+def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, default_model_dir, monkeypatch):
+    import koqa.eval.evaluate as evaluate
+
+    asked = []
+
+    def fake_load_generator(backend, model, adapter=None, **options):
+        asked.append((backend, options))
+        return ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS])
+
+    monkeypatch.setattr(evaluate, "choose_backend", lambda name, adapter: name)
+    monkeypatch.setattr(evaluate, "load_generator", fake_load_generator)
+    run_eval(str(dacon_train), str(tmp_path / "a"), EvalConfig(backend="vllm", vllm_compile=True))
+    run_eval(str(dacon_train), str(tmp_path / "b"), EvalConfig(backend="vllm"))
+    run_eval(str(dacon_train), str(tmp_path / "c"), EvalConfig(backend="hf", vllm_compile=True))
+    assert [options.get("compile") for _, options in asked] == [True, None, None]
+
+
+@pytest.mark.vllm
+def test_closing_the_vllm_engine_stops_its_processes(tiny_model_dir):
+    pytest.importorskip("vllm")
+    import psutil
+
+    from koqa.eval.backends import load_generator
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    generator = load_generator("vllm", str(tiny_model_dir), max_model_len=300)
+    assert generator.generate([[2, 100, 200]], GenerationParams(max_new_tokens=2))
+    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert started  # the engine core runs in its own process
+    generator.close()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                                         for pid in started):
+        time.sleep(0.5)
+    assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
