@@ -5,7 +5,8 @@
 1. Throughput (questions/s) on the first N KorQuAD evaluation questions: the transformers backend
    at several batch sizes and the vLLM backend (eager with and without prefix caching, and with
    --vllm-compile also torch.compile, with and without prefix caching),
-   as a ratio; achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s.
+   as a ratio; achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s, and the rate
+   the model's own weight matmuls reach alone (what the matrix shapes allow).
    Greedy-answer agreement between the backends in bf16, with --agreement also against two
    controls: transformers batch 1 vs its best batch (bf16 rounding alone), and both backends in
    float32; the leaderboard F1 of each side on the same questions.
