@@ -181,7 +181,9 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
     # float32 on both sides: the test checks that the backends decode the same way; bf16 agreement is
     # measured by bench/eval_backends.py
     hf = load_generator("hf", str(default_model_dir), dtype="float32").generate(prompts, params)
-    vllm = load_generator("vllm", str(default_model_dir), max_model_len=1100, dtype="float32").generate(prompts, params)
+    engine = load_generator("vllm", str(default_model_dir), max_model_len=1100, dtype="float32")
+    vllm = engine.generate(prompts, params)
+    engine.close()  # not left for the interpreter's exit, when pytest has closed the log streams
     same = sum(a.strip() == b.strip() for a, b in zip(hf, vllm))
     assert same >= 21, list(zip(hf, vllm))
 
