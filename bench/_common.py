@@ -52,59 +52,56 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _sustained_flops(run, flops_per_run: float, repeats: int) -> float:
+    """FLOP/s of `run()` after three warm-up calls."""
+    for _ in range(3):
+        run()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return flops_per_run * repeats / (time.perf_counter() - started)
+
+
 def bf16_matmul_flops(n: int = 2048, repeats: int = 20) -> float:
     """The machine's sustained bf16 matmul rate (FLOP/s) with torch's threads."""
     import torch
 
     a = torch.randn(n, n, dtype=torch.bfloat16)
     b = torch.randn(n, n, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - started)
+    return _sustained_flops(lambda: a @ b, 2 * n ** 3, repeats)
 
 
-def projection_matmul_flops(model_dir: str, tokens: int = 2048, repeats: int = 5) -> float:
-    """bf16 FLOP/s of one layer's weight matmuls at this model's own shapes (q, k, v, o, gate, up,
-    down) on `tokens` rows, run back to back as in a prefill chunk: what the matmul library reaches on
-    the shapes a backend of this model must run, however well it schedules them."""
-    import json
-
-    import torch
-
-    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+def layer_weight_shapes(model_dir: str) -> list[tuple[int, int]]:
+    """(in, out) features of one decoder layer's weight matmuls: q, k, v, o, gate, up, down."""
+    cfg = read_json(Path(model_dir) / "config.json")
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
     heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim", h // heads)
-    shapes = [(h, heads * hd), (h, kv * hd), (h, kv * hd), (heads * hd, h), (h, i), (h, i), (i, h)]
+    return [(h, heads * hd), (h, kv * hd), (h, kv * hd), (heads * hd, h), (h, i), (h, i), (i, h)]
+
+
+def projection_matmul_flops(model_dir: str, tokens: int = 2048, repeats: int = 5) -> float:
+    """bf16 FLOP/s of one layer's weight matmuls at this model's own shapes on `tokens` rows, run back
+    to back as in a prefill chunk: what the matmul library reaches on the shapes a backend of this
+    model must run, however well it schedules them."""
+    import torch
+
+    shapes = layer_weight_shapes(model_dir)
     weights = [torch.randn(n_out, n_in, dtype=torch.bfloat16) for n_in, n_out in shapes]
     inputs = [torch.randn(tokens, n_in, dtype=torch.bfloat16) for n_in, _ in shapes]
-    work = sum(2 * tokens * n_in * n_out for n_in, n_out in shapes)
 
     def one_layer():
         for x, w in zip(inputs, weights):
             torch.nn.functional.linear(x, w)
 
-    for _ in range(3):
-        one_layer()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        one_layer()
-    return work * repeats / (time.perf_counter() - started)
+    return _sustained_flops(one_layer, sum(2 * tokens * n_in * n_out for n_in, n_out in shapes), repeats)
 
 
 def body_and_head_params(model_dir: str) -> tuple[int, int]:
     """(parameters used per token outside the embedding/LM head, LM-head parameters)."""
-    import json
-
-    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
-    heads, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg.get("head_dim", h // cfg["num_attention_heads"])
-    attn = h * heads * hd * 2 + h * kv * hd * 2
-    mlp = 3 * h * i
-    return layers * (attn + mlp), h * cfg["vocab_size"]
+    cfg = read_json(Path(model_dir) / "config.json")
+    per_layer = sum(n_in * n_out for n_in, n_out in layer_weight_shapes(model_dir))
+    return cfg["num_hidden_layers"] * per_layer, cfg["hidden_size"] * cfg["vocab_size"]
 
 
 def attention_flops(model_dir: str, lengths) -> float:

@@ -31,6 +31,7 @@ from koqa.time_budget import TrainingClock, budget_callbacks, time_lr_lambda
 
 log = logging.getLogger(__name__)
 METHODS = ("lora", "qlora", "prefix", "prompt")
+LORA_METHODS = ("lora", "qlora")
 METHOD_LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "prefix": 1e-2, "prompt": 3e-2}
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -116,7 +117,7 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
     if config.counterfactual_copies < 0:
         raise KoqaError(f"counterfactual_copies must be 0 or more, got {config.counterfactual_copies}",
                         field="counterfactual_copies")
-    if (config.use_dora or config.loraplus_lr_ratio is not None) and config.method not in ("lora", "qlora"):
+    if (config.use_dora or config.loraplus_lr_ratio is not None) and config.method not in LORA_METHODS:
         raise KoqaError(f"use_dora and loraplus_lr_ratio are LoRA options, not for {config.method}",
                         field="use_dora" if config.use_dora else "loraplus_lr_ratio")
     if config.loraplus_lr_ratio is not None and config.loraplus_lr_ratio < 1:
@@ -126,7 +127,7 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
                         field="neftune_noise_alpha")
     if config.schedule_over not in ("steps", "minutes"):
         raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
-    if config.shared_context and config.method not in ("lora", "qlora"):
+    if config.shared_context and config.method not in LORA_METHODS:
         raise KoqaError(f"shared_context works with lora and qlora, not {config.method}: prefix and prompt "
                         "tuning put virtual tokens in front of every sequence", field="shared_context",
                         fix="set shared_context: false")
@@ -205,7 +206,7 @@ def build_peft_config(config: SFTConfig, model, model_path: str):
     """The one place where the methods differ."""
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit
 
-    if config.method in ("lora", "qlora"):
+    if config.method in LORA_METHODS:
         n_layers = model.config.get_text_config().num_hidden_layers
         if not 0 <= config.skip_layers < n_layers:
             raise KoqaError(f"skip_layers must be in [0, {n_layers}), got {config.skip_layers}", field="skip_layers")

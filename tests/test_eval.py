@@ -218,8 +218,18 @@ def test_closing_the_vllm_engine_stops_its_processes(tiny_model_dir):
     started = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert started  # the engine core runs in its own process
     generator.close()
+
+    def running():
+        alive = []
+        for pid in started:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
     deadline = time.time() + 30
-    while time.time() < deadline and any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                                         for pid in started):
+    while time.time() < deadline and running():
         time.sleep(0.5)
-    assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not running()
