@@ -39,7 +39,7 @@ class EvalConfig:
     encoding: str = "utf-8"
     dtype: str = "auto"
     chunk_size: int = 64  # answers are saved after every chunk
-    vllm_compile: bool = False  # torch.compile in vLLM: 1.14-1.30x faster generation, 30-38 s more start-up on 2 cores
+    vllm_compile: bool = False  # torch.compile in vLLM: 1.09-1.14x faster generation, 30-35 s more start-up on 2 cores
 
 
 def resolve_adapter(path: str | None) -> tuple[str | None, dict]:

@@ -12,13 +12,22 @@ from koqa.eval.backends import GenerationParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 
+# vLLM on CPU keeps one core for its scheduler and pins the worker's compute threads to the others. On
+# a machine this small that core is a large share of the compute (2 cores, eager, prefix caching off,
+# with the chunk size below: 0.28 of the bf16 matmul peak with vLLM's settings, 0.57 with koqa's;
+# bench/eval_backends.py), so up to here every core goes to the worker.
+ALL_CORES_TO_WORKER_UP_TO = 4
+# Prefill chunks of 2,048 tokens beat vLLM's CPU default of 4,096 on 2 cores (0.64 against 0.57 of the
+# peak, eager; 8,192: 0.46): a smaller chunk's activations stay in cache.
+CPU_MAX_NUM_BATCHED_TOKENS = 2048
+
 
 class VLLMGenerator:
     name = "vllm"
 
     def __init__(self, model: str, adapter: str | None = None, max_model_len: int = 2048, dtype: str = "auto",
                  seed: int = 0, lora_mode: str = "auto", compile: bool = False, prefix_caching: bool = True,
-                 **_unused):
+                 max_num_batched_tokens: int | None = None, **_unused):
         import torch
 
         on_cpu = not torch.cuda.is_available()
@@ -26,6 +35,10 @@ class VLLMGenerator:
         if on_cpu:
             # vLLM's CPU backend reserves a fraction of memory for its KV cache; keep it modest.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if cores <= ALL_CORES_TO_WORKER_UP_TO:
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # a value the user set wins
+            max_num_batched_tokens = max_num_batched_tokens or CPU_MAX_NUM_BATCHED_TOKENS
         if adapter and (lora_mode == "merge" or (lora_mode == "auto" and on_cpu)):
             from koqa.merging import cached_merged_model
 
@@ -36,6 +49,8 @@ class VLLMGenerator:
         kwargs = dict(model=model, tokenizer=model, max_model_len=max_model_len, seed=seed,
                       dtype="bfloat16" if dtype == "auto" and on_cpu else dtype,
                       enable_prefix_caching=prefix_caching)  # questions on one passage share its KV blocks
+        if max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if on_cpu:
             # eager by default: torch.compile on 2 cores costs minutes of start-up per model
             kwargs.update(gpu_memory_utilization=0.5, enforce_eager=not compile)

@@ -205,18 +205,50 @@ def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, defa
     assert [options.get("compile") for _, options in asked] == [True, None, None]
 
 
+def test_vllm_engine_gets_koqas_cpu_chunk_size_unless_told_otherwise(tiny_model_dir, monkeypatch):
+    vllm = pytest.importorskip("vllm")
+    import torch
+
+    from koqa.eval.vllm_backend import CPU_MAX_NUM_BATCHED_TOKENS, VLLMGenerator
+
+    if torch.cuda.is_available():
+        pytest.skip("the chunk size is a CPU setting")
+    asked = []
+    monkeypatch.setattr(vllm, "LLM", lambda **kwargs: asked.append(kwargs))
+    VLLMGenerator(str(tiny_model_dir))
+    VLLMGenerator(str(tiny_model_dir), max_num_batched_tokens=512)
+    assert [kwargs["max_num_batched_tokens"] for kwargs in asked] == [CPU_MAX_NUM_BATCHED_TOKENS, 512]
+
+
 @pytest.mark.vllm
-def test_closing_the_vllm_engine_stops_its_processes(tiny_model_dir):
+def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny_model_dir, monkeypatch):
     pytest.importorskip("vllm")
+    import os
+
     import psutil
 
     from koqa.eval.backends import load_generator
+    from koqa.eval.vllm_backend import ALL_CORES_TO_WORKER_UP_TO
 
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     generator = load_generator("vllm", str(tiny_model_dir), max_model_len=300)
     assert generator.generate([[2, 100, 200]], GenerationParams(max_new_tokens=2))
-    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    # multiprocessing's resource tracker, started with the first engine, lives as long as this process
+    started = {p.pid for p in psutil.Process().children(recursive=True)
+               if not any("resource_tracker" in part for part in p.cmdline())} - before
     assert started  # the engine core runs in its own process
+    cores = len(os.sched_getaffinity(0))
+    if 1 < cores <= ALL_CORES_TO_WORKER_UP_TO:
+        # vLLM pins each of its worker's compute threads to one core; left to itself it keeps a core
+        # for the scheduler and pins every thread to the others.
+        pinned = set()
+        for pid in started:
+            for thread in psutil.Process(pid).threads():
+                allowed = os.sched_getaffinity(thread.id)
+                if len(allowed) == 1:
+                    pinned |= allowed
+        assert pinned == os.sched_getaffinity(0)
     generator.close()
 
     def running():
