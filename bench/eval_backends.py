@@ -18,11 +18,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,24 +48,6 @@ def common_prefix_tokens(tokenizer, a: str, b: str) -> int:
 
 VLLM_CPU_DEFAULTS = ("eager, prefix caching off, vLLM's own CPU settings "
                      "(a core kept for its scheduler, 4,096-token chunks)")
-
-
-@contextlib.contextmanager
-def vllm_cpu_defaults(wanted: bool):
-    """Engine options that undo koqa's CPU settings for vLLM (all cores to the worker on a small
-    machine, 2,048-token prefill chunks), for the row that shows what they are worth."""
-    if not wanted:
-        yield {}
-        return
-    saved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")
-    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
-    try:
-        yield {"max_num_batched_tokens": 4096}
-    finally:
-        if saved is None:
-            os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU")
-        else:
-            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = saved
 
 
 def main() -> None:
@@ -128,9 +110,11 @@ def main() -> None:
             if args.vllm_compile else []
         for label, compile_, caching in variants:
             started = time.perf_counter()
-            with vllm_cpu_defaults(label == VLLM_CPU_DEFAULTS) as engine_options:
+            # the row with vLLM's own settings undoes koqa's: a core kept for the scheduler, 4,096-token chunks
+            vllms_own = label == VLLM_CPU_DEFAULTS
+            with mock.patch.dict(os.environ, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"} if vllms_own else {}):
                 vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, compile=compile_,
-                                      prefix_caching=caching, **engine_options)
+                                      prefix_caching=caching, max_num_batched_tokens=4096 if vllms_own else None)
             startup = time.perf_counter() - started
             started = time.perf_counter()
             out = vllm.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW))

@@ -238,8 +238,8 @@ def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny
     started = {p.pid for p in psutil.Process().children(recursive=True)
                if not any("resource_tracker" in part for part in p.cmdline())} - before
     assert started  # the engine core runs in its own process
-    cores = len(os.sched_getaffinity(0))
-    if 1 < cores <= ALL_CORES_TO_WORKER_UP_TO:
+    cores = os.sched_getaffinity(0)
+    if 1 < len(cores) <= ALL_CORES_TO_WORKER_UP_TO:
         # vLLM pins each of its worker's compute threads to one core; left to itself it keeps a core
         # for the scheduler and pins every thread to the others.
         pinned = set()
@@ -248,7 +248,7 @@ def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny
                 allowed = os.sched_getaffinity(thread.id)
                 if len(allowed) == 1:
                     pinned |= allowed
-        assert pinned == os.sched_getaffinity(0)
+        assert pinned == cores
     generator.close()
 
     def running():
