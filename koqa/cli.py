@@ -19,8 +19,18 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none or its help already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _formatter(prog):
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=34)
+    return _DefaultsHelpFormatter(prog, max_help_position=34)
 
 
 def _add_model(p):

@@ -24,6 +24,8 @@ def test_help_lists_options_with_defaults(command):
     assert "usage: koqa" in result.stdout
     if command in ("preprocess", "eval", "demo"):
         assert "(default:" in result.stdout
+    assert "(default: None)" not in result.stdout  # no default, or one the help already states
+    assert ") (default:" not in result.stdout
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
