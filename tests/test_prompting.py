@@ -11,8 +11,19 @@ def tokenizer(default_model_dir):
 
 
 def test_shipped_templates():
-    assert {"ko_instruct", "ko_question_first", "ko_chat.chat"} <= set(available_templates())
+    assert {"ko_instruct", "ko_question_first", "ko_plain", "ko_extractive", "ko_chat.chat"} <= set(available_templates())
     assert PromptTemplate.load("ko_chat.chat").chat
+
+
+@pytest.mark.parametrize("name", [n for n in available_templates() if not n.endswith(".chat")])
+def test_every_plain_template_keeps_question_and_cue_when_cut(tokenizer, name):
+    template = PromptTemplate.load(name)
+    renderer = PromptRenderer(tokenizer, template, max_length=160, max_answer_tokens=16)
+    prompt = renderer.render("대한민국의 경제 성장률은 높았다. " * 200, "성장률은 어떠했나?")
+    text = tokenizer.decode(prompt.ids, skip_special_tokens=True)
+    tail = template.text.split("{question}")[-1]  # the answer cue
+    assert prompt.context_cut and len(prompt.ids) <= 160 - 16
+    assert text.endswith("성장률은 어떠했나?" + tail)
 
 
 def test_long_context_is_cut_but_question_and_cue_survive(tokenizer):
