@@ -81,6 +81,9 @@ class SFTConfig:
     max_questions_per_context: int = 8
     # data augmentation: copies of each passage with its answers swapped (koqa/data_tools/counterfactual.py)
     counterfactual_copies: int = 0
+    # data augmentation: up to this many questions made from each passage's own sentences, a phrase
+    # replaced by a question word (koqa/data_tools/synthetic_questions.py)
+    synthetic_questions: int = 0
     group_by_length: bool = True
     dtype: str = "auto"
     attn_implementation: str | None = None  # eager, sdpa...; None: the model's default
@@ -117,6 +120,9 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
     if config.counterfactual_copies < 0:
         raise KoqaError(f"counterfactual_copies must be 0 or more, got {config.counterfactual_copies}",
                         field="counterfactual_copies")
+    if config.synthetic_questions < 0:
+        raise KoqaError(f"synthetic_questions must be 0 or more, got {config.synthetic_questions}",
+                        field="synthetic_questions")
     if (config.use_dora or config.loraplus_lr_ratio is not None) and config.method not in LORA_METHODS:
         raise KoqaError(f"use_dora and loraplus_lr_ratio are LoRA options, not for {config.method}",
                         field="use_dora" if config.use_dora else "loraplus_lr_ratio")
@@ -454,6 +460,14 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
                  len(counterfactual.records), counterfactual.passages, counterfactual.kept_answer or "none",
                  counterfactual.left_out or "none")
         train_records = train_records + counterfactual.records
+    synthetic = None
+    if config.synthetic_questions:
+        from koqa.data_tools.synthetic_questions import synthetic_questions
+
+        synthetic = synthetic_questions(train_records[:original_questions], config.synthetic_questions, config.seed)
+        log.info("synthetic questions: %d on %d passages (%d could be made)", len(synthetic.records),
+                 synthetic.passages, synthetic.candidates)
+        train_records = train_records + synthetic.records
     if config.shared_context:
         from koqa.shared_context import shared_context_examples
 
@@ -478,6 +492,9 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
         run_info["counterfactual"] = {"original_questions": original_questions,
                                       "questions": len(counterfactual.records), "passages": counterfactual.passages,
                                       "answer_kept": counterfactual.kept_answer, "no_copy": counterfactual.left_out}
+    if synthetic is not None:
+        run_info["synthetic"] = {"original_questions": original_questions, "questions": len(synthetic.records),
+                                 "passages": synthetic.passages, "candidates": synthetic.candidates}
     if is_main:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
         write_text(run_dir / "template.txt", template.text)

@@ -254,6 +254,29 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
     assert bad.returncode == 2 and "counterfactual_copies must be 0 or more" in bad.stderr
 
 
+def test_synthetic_questions_join_the_training_set(tmp_path, tiny_model_dir):
+    from conftest import write_csv
+
+    passage = ("김철수는 서울에서 태어나 한국은행에 입사한다. 그 회의에는 12명이 참석했다. "
+               "이 학교는 1946년에 문을 열었다. 그는 1950년 파리로 떠났다.")
+    other = "부산에서 2003년에 영화제가 열렸다. 영화제의 위원장은 이영희였다."
+    data = write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"],
+                     [("S1", passage, "김철수가 태어난 곳은?", "서울"), ("S2", other, "영화제의 위원장은?", "이영희")])
+    run = tmp_path / "run"
+    result = koqa(["sft", "--data", str(data), "--out", str(run), "--model", str(tiny_model_dir), "--max-steps", "1",
+                   *TINY, "--set", "shared_context=true", "--set", "synthetic_questions=2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
+    # two of the four sentences on the first passage (the cap), one on the second (its other sentence
+    # asks nothing: its only noun-particle pairs are 영화제의 and 위원장은)
+    assert info["synthetic"]["questions"] == 3 and info["synthetic"]["passages"] == 2
+    assert info["synthetic"]["original_questions"] == 2
+    assert info["train_questions"] == 5 and info["train_examples"] == 2  # they share their passages
+    bad = koqa(["sft", "--data", str(data), "--out", str(tmp_path / "bad"), "--model", str(tiny_model_dir),
+                "--set", "synthetic_questions=-1"])
+    assert bad.returncode == 2 and "synthetic_questions must be 0 or more" in bad.stderr
+
+
 def test_dora_loraplus_and_neftune(tmp_path, tiny_model_dir, dacon_train):
     run = tmp_path / "dora"
     result = koqa(["sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir),
