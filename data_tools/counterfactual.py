@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from koqa.data_tools.morphemes import kiwi
+from koqa.data_tools.morphemes import final_consonant, kiwi
 from koqa.data_tools.records import QARecord
 
 _NUMBER = re.compile(r"^[0-9][0-9,.]*\s*(\D{0,4})$")
@@ -27,10 +27,8 @@ _NUMBER = re.compile(r"^[0-9][0-9,.]*\s*(\D{0,4})$")
 
 def _final_consonant(char: str) -> str:
     """'b' when a Hangul syllable has a final consonant (받침), 'o' when it has none, 'x' otherwise."""
-    code = ord(char)
-    if 0xAC00 <= code <= 0xD7A3:
-        return "b" if (code - 0xAC00) % 28 else "o"
-    return "x"
+    jong = final_consonant(char)
+    return "x" if jong is None else "b" if jong else "o"
 
 
 # What a question asks for, from its question word or the noun it ends on; first match wins.

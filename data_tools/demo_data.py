@@ -13,6 +13,8 @@ import csv
 import random
 from pathlib import Path
 
+from koqa.data_tools.morphemes import final_consonant
+
 COMPANIES = ["한빛전자", "누리바이오", "대성건설", "미래식품", "서해해운", "하늘항공", "청솔제약", "동방화학",
              "새봄유통", "온누리은행", "가람자동차", "푸른에너지", "다온소프트", "태양중공업", "은하통신", "바른물산"]
 PEOPLE = ["김민준", "이서연", "박지훈", "최수아", "정도윤", "강하은", "조현우", "윤지민", "장서준", "임예린"]
@@ -27,9 +29,7 @@ MONTHS = list(range(1, 13))
 
 def _p(word: str, pair: str) -> str:
     """The word with the right particle form: pair is e.g. "은는", "이가", "을를" (after a final consonant first)."""
-    last = word[-1]
-    has_final = "가" <= last <= "힣" and (ord(last) - 0xAC00) % 28 != 0
-    return word + (pair[0] if has_final else pair[1])
+    return word + (pair[0] if final_consonant(word[-1]) else pair[1])
 
 
 def _earnings(r: random.Random):

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from koqa.data_tools.morphemes import kiwi
+from koqa.data_tools.morphemes import final_consonant, kiwi
 from koqa.data_tools.records import QARecord
 
 _NOUNISH = {"NNG", "NNP", "NNB", "NR", "SN", "SL", "SH", "XSN", "XPN"}
@@ -50,18 +50,18 @@ class SyntheticQuestions:
     candidates: int  # questions that could be made, before the cap per passage
 
 
-def _has_final_consonant(char: str) -> bool:
-    code = ord(char)
-    return 0xAC00 <= code <= 0xD7A3 and (code - 0xAC00) % 28 != 0
+# final consonants (their index from final_consonant) that decide a particle's form or a verb ending
+_NIEUN, _RIEUL, _BIEUP_SIOT, _SSANG_SIOT = 4, 8, 18, 20
 
 
 def _particle_after(word: str, particle: str) -> str:
     """The particle's form after `word` (이/가, 을/를, 은/는, 과/와, 으로/로...)."""
-    if not word or not ("\uac00" <= word[-1] <= "\ud7a3"):
+    jong = final_consonant(word[-1]) if word else None
+    if jong is None:
         return particle
-    if _has_final_consonant(word[-1]):
+    if jong:
         # 로 stays 로 after ㄹ: a unit like "킬로미터" ends in a vowel, "달" in ㄹ
-        if particle == "로" and (ord(word[-1]) - 0xAC00) % 28 == 8:
+        if particle == "로" and jong == _RIEUL:
             return particle
         return _AFTER_CONSONANT.get(particle, particle)
     return _AFTER_VOWEL.get(particle, particle)
@@ -75,19 +75,17 @@ def _question_ending(text: str) -> str | None:
     if not text.endswith("다") or len(text) < 2:
         return None
     before = text[-2]
-    if not ("\uac00" <= before <= "\ud7a3"):
-        return None
-    jong = (ord(before) - 0xAC00) % 28
-    if jong in (20, 18):  # ㅆ (했다, 있다), ㅄ (없다)
+    jong = final_consonant(before)
+    if jong in (_SSANG_SIOT, _BIEUP_SIOT):  # 했다, 있다; 없다
         return text[:-1] + "는가?"
-    if jong == 4:  # ㄴ: 한다, 된다 -> 하는가, 되는가
-        return text[:-2] + chr(ord(before) - 4) + "는가?"
+    if jong == _NIEUN:  # 한다, 된다 -> 하는가, 되는가
+        return text[:-2] + chr(ord(before) - _NIEUN) + "는가?"
     return None
 
 
-def _answers_in(sentence: str) -> list[tuple[int, int, str, int, int]]:
-    """(answer start, answer end, question word with particle, particle start, particle end) for each
-    noun run directly followed by a particle, offsets in the sentence."""
+def _answers_in(sentence: str) -> list[tuple[int, int, str, int]]:
+    """(answer start, answer end, question word with particle, particle end) for each noun run
+    directly followed by a particle, offsets in the sentence."""
     tokens = kiwi().tokenize(sentence)
     found = []
     for i, tok in enumerate(tokens):
@@ -140,13 +138,13 @@ def _answers_in(sentence: str) -> list[tuple[int, int, str, int, int]]:
                 wh = "몇 " + unit + _particle_after(unit, particle)
             else:
                 continue
-        elif tags[0] in ("XSN",) or not (set(tags) & (_ENTITY | {"NNG"})):
+        elif tags[0] == "XSN" or not (set(tags) & (_ENTITY | {"NNG"})):
             continue
         else:
             if particle == "의":
                 continue  # "무엇의" rarely reads as a question
             wh = "무엇" + _particle_after("무엇", particle)
-        found.append((start, end, wh, tok.start, tok.start + tok.len))
+        found.append((start, end, wh, tok.start + tok.len))
     return found
 
 
@@ -167,7 +165,7 @@ def questions_from_sentence(sentence: str) -> list[tuple[str, str, int]]:
         return []
     body = body[:-1].rstrip()
     out = []
-    for start, end, wh, p_start, p_end in _answers_in(body):
+    for start, end, wh, p_end in _answers_in(body):
         cut = _clause_start(body, start)
         question = _question_ending(body[cut:start] + wh + body[p_end:])
         answer = body[start:end]
