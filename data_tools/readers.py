@@ -258,6 +258,15 @@ def read_records(path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail
 
 def read_predictions(path: str | Path, encoding: str = "utf-8") -> dict[str, str]:
     """Predictions: CSV with id,answer (or id,prediction), or SQuAD-style {id: answer} JSON."""
+    return read_predictions_with_rows(path, encoding)[0]
+
+
+def read_predictions_with_rows(path: str | Path, encoding: str = "utf-8") -> tuple[dict[str, str], dict[str, object]]:
+    """`read_predictions` plus where each answer is: its CSV line number, or `id 'X'` in JSON.
+
+    A JSON `null` answer reads as empty (the submission writer's empty-answer policy decides what
+    happens to it); any other value that is not a string is an error naming its id.
+    """
     path = Path(path)
     file = str(path)
     if path.suffix.lower() == ".json":
@@ -265,17 +274,25 @@ def read_predictions(path: str | Path, encoding: str = "utf-8") -> dict[str, str
             doc = json.loads(read_text(path, encoding))
         except json.JSONDecodeError as exc:
             raise KoqaError(f"not valid JSON: {exc.msg}", file=file, row=f"line {exc.lineno}") from None
-        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
-            raise KoqaError("expected a JSON object {id: answer}", file=file)
-        return {str(k): v for k, v in doc.items()}
+        if not isinstance(doc, dict):
+            raise KoqaError(f"expected a JSON object {{id: answer}}, found a {type(doc).__name__}", file=file)
+        preds: dict[str, str] = {}
+        for key, value in doc.items():
+            if value is not None and not isinstance(value, str):
+                raise KoqaError(f"the answer for id '{key}' is a JSON {type(value).__name__}, not a string",
+                                file=file, field="answer", fix="write every answer as a string")
+            preds[str(key)] = value or ""
+        return preds, {k: f"id '{k}'" for k in preds}
     header, rows = read_csv_rows(path, encoding, ("id",))
     column = "prediction" if "prediction" in header else "answer"
     if column not in header:
         raise KoqaError("missing column answer (or prediction)", file=file, row=1, field="answer")
-    preds: dict[str, str] = {}
+    preds = {}
+    where: dict[str, object] = {}
     for line_no, row in rows:
         rid = row["id"].strip()
         if rid in preds:
-            raise KoqaError(f"duplicate id '{rid}'", file=file, row=line_no, field="id")
+            raise KoqaError(f"duplicate id '{rid}' (also row {where[rid]})", file=file, row=line_no, field="id")
         preds[rid] = row[column]
-    return preds
+        where[rid] = line_no
+    return preds, where

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from koqa.atomic import atomic_path
-from koqa.data_tools.readers import read_csv_rows, read_predictions
+from koqa.data_tools.readers import read_csv_rows, read_predictions_with_rows
 from koqa.errors import KoqaError
 
 EMPTY_POLICIES = ("fail", "keep", "fill")
@@ -34,7 +34,7 @@ def write_submission(pred_path: str, sample_path: str, out_path: str, *, empty: 
             raise KoqaError(f"duplicate id '{rid}' (also row {seen[rid]})", file=sample_path, row=line_no, field="id")
         seen[rid] = line_no
         sample_ids.append(rid)
-    predictions = read_predictions(pred_path, encoding=encoding)
+    predictions, where = read_predictions_with_rows(pred_path, encoding=encoding)
     missing = [i for i in sample_ids if i not in predictions]
     extra = [i for i in predictions if i not in seen]
     if extra and len(extra) == len(predictions):
@@ -54,7 +54,7 @@ def write_submission(pred_path: str, sample_path: str, out_path: str, *, empty: 
         if not text or text.lower() == "nan":
             empty_ids.append(rid)
             if empty == "fail":
-                raise KoqaError(f"empty answer for id '{rid}'", file=pred_path, row=rid, field="answer",
+                raise KoqaError(f"empty answer for id '{rid}'", file=pred_path, row=where[rid], field="answer",
                                 fix="pass --empty keep or --empty fill --fill-text TEXT")
             text = fill_text if empty == "fill" else ""
         answers[rid] = text

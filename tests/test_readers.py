@@ -141,5 +141,8 @@ def test_predictions_csv_and_json(tmp_path):
     json_path.write_text(json.dumps({"a": "서울"}, ensure_ascii=False), encoding="utf-8")
     assert read_predictions(json_path) == {"a": "서울"}
     dup = write_csv(tmp_path / "d.csv", ["id", "answer"], [("a", "x"), ("a", "y")])
-    with pytest.raises(KoqaError, match="d.csv: row 3: field 'id': duplicate id 'a'"):
+    with pytest.raises(KoqaError, match=r"d.csv: row 3: field 'id': duplicate id 'a' \(also row 2\)"):
         read_predictions(dup)
+    json_path.write_text('["서울"]', encoding="utf-8")
+    with pytest.raises(KoqaError, match="p.json: expected a JSON object {id: answer}, found a list"):
+        read_predictions(json_path)

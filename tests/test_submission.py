@@ -55,13 +55,26 @@ def test_duplicate_ids(tmp_path, sample):
 def test_empty_answers_follow_an_explicit_policy(tmp_path, sample, value):
     pred = write_csv(tmp_path / "p.csv", ["id", "answer"], [("T1", "서울"), ("T2", value), ("T3", "부산")])
     out = tmp_path / "s.csv"
-    with pytest.raises(KoqaError, match="p.csv: row T2: field 'answer': empty answer for id 'T2'.*--empty"):
+    with pytest.raises(KoqaError, match="p.csv: row 3: field 'answer': empty answer for id 'T2'.*--empty"):
         write_submission(str(pred), str(sample), str(out))
     assert not out.exists()
     report = write_submission(str(pred), str(sample), str(out), empty="fill", fill_text="모름")
     assert _read(out)[1] == ["T2", "모름"] and report["empty"] == 1 and report["empty_ids"] == ["T2"]
     report = write_submission(str(pred), str(sample), str(out), empty="keep")
     assert _read(out)[1] == ["T2", ""] and report["empty_policy"] == "keep"
+
+
+def test_json_predictions_null_is_empty_and_other_types_fail(tmp_path, sample):
+    pred = tmp_path / "p.json"
+    pred.write_text('{"T1": "서울", "T2": null, "T3": "부산"}', encoding="utf-8")
+    out = tmp_path / "s.csv"
+    with pytest.raises(KoqaError, match="p.json: row id 'T2': field 'answer': empty answer for id 'T2'"):
+        write_submission(str(pred), str(sample), str(out))
+    write_submission(str(pred), str(sample), str(out), empty="fill", fill_text="모름")
+    assert _read(out) == [["id", "answer"], ["T2", "모름"], ["T1", "서울"], ["T3", "부산"]]
+    pred.write_text('{"T1": "서울", "T2": 1200, "T3": "부산"}', encoding="utf-8")
+    with pytest.raises(KoqaError, match="p.json: field 'answer': the answer for id 'T2' is a JSON int, not a string"):
+        write_submission(str(pred), str(sample), str(out))
 
 
 def test_write_failure_leaves_previous_output(tmp_path, sample, monkeypatch):
