@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from koqa.config import POSITIVE, check_values
 from koqa.data_tools.normalize import build_normalizer
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.split import korquad_article_split
@@ -84,6 +85,8 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
 
     if config.span not in ("off", "snap"):
         raise KoqaError(f"span must be off or snap, got '{config.span}'", field="span")
+    check_values(config, dict.fromkeys(("batch_size", "max_length", "max_context_chars", "max_new_tokens", "limit",
+                                        "chunk_size"), POSITIVE))
     normalize = build_normalizer(config.answer_normalization)
     adapter_dir, run_info = resolve_adapter(adapter)
     model = resolve_model(config.model or run_info.get("model"))

@@ -10,7 +10,7 @@ import re
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -99,6 +99,28 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     if overrides:
         layers.append(("command line", {k: v for k, v in overrides.items() if v is not None}))
     return build_config(cls, *layers)
+
+
+# Value rules for `check_values`: what the value must be, in words, and the test.
+POSITIVE = ("positive", lambda v: v > 0)
+NON_NEGATIVE = ("0 or more", lambda v: v >= 0)
+FRACTION = ("between 0 and 1", lambda v: 0 <= v <= 1)
+BELOW_ONE = ("at least 0 and below 1", lambda v: 0 <= v < 1)
+STEPS_OR_NO_LIMIT = ("-1 (no limit) or positive", lambda v: v == -1 or v > 0)
+
+
+def check_values(config: Any, rules: dict[str, tuple[str, Callable[[Any], bool]]]) -> None:
+    """Check numeric settings before any work starts; every broken rule is reported in one error.
+
+    A setting left at None (meaning "not set") is not checked.
+    """
+    problems = []
+    for key, (wanted, ok) in rules.items():
+        value = getattr(config, key)
+        if value is not None and not ok(value):
+            problems.append((key, f"{key} must be {wanted}, got {value!r}"))
+    if problems:
+        raise KoqaError("; ".join(text for _, text in problems), field=problems[0][0] if len(problems) == 1 else None)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

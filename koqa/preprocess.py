@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from koqa.atomic import atomic_path, write_json, write_text
+from koqa.config import BELOW_ONE, POSITIVE, check_values
 from koqa.data_tools.normalize import build_normalizer, span_in_context
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.records import BadRow, QARecord, write_jsonl
@@ -73,6 +74,7 @@ def run_preprocess(inputs: Sequence[str], out_dir: str, config: PreprocessConfig
 
     if config.split not in SPLITS:
         raise KoqaError(f"unknown split '{config.split}'; known: {SPLITS}", field="split")
+    check_values(config, {"validation_fraction": BELOW_ONE, "max_length": POSITIVE})
     started = time.perf_counter()
     records: list[QARecord] = []
     bad_rows: list[BadRow] = []

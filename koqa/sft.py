@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from koqa.atomic import write_json, write_text
-from koqa.config import build_config, config_to_dict, parse_set_overrides, read_config_file
+from koqa.config import (BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE, STEPS_OR_NO_LIMIT, build_config, check_values,
+                         config_to_dict, parse_set_overrides, read_config_file)
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.records import QARecord, write_jsonl
 from koqa.errors import KoqaError
@@ -107,6 +108,20 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
+SFT_VALUE_RULES = {
+    **dict.fromkeys(("max_length", "max_context_chars", "max_answer_tokens", "eval_max_length", "learning_rate",
+                     "batch_size", "gradient_accumulation_steps", "epochs", "max_minutes", "save_steps",
+                     "save_total_limit", "logging_steps", "lora_r", "lora_alpha", "num_virtual_tokens",
+                     "max_questions_per_context", "validation_batch_size", "neftune_noise_alpha"), POSITIVE),
+    **dict.fromkeys(("weight_decay", "skip_layers", "counterfactual_copies", "synthetic_questions",
+                     "validation_limit"), NON_NEGATIVE),
+    "max_steps": STEPS_OR_NO_LIMIT,
+    "warmup_ratio": FRACTION,
+    "lora_dropout": BELOW_ONE,
+    "loraplus_lr_ratio": ("1 or more", lambda v: v >= 1),
+}
+
+
 def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
     layers = []
     if config_path:
@@ -117,20 +132,10 @@ def load_sft_config(config_path: str | None, overrides: dict) -> SFTConfig:
         raise KoqaError(f"unknown method '{config.method}'; known: {', '.join(METHODS)}", field="method")
     if config.learning_rate is None:
         config.learning_rate = METHOD_LEARNING_RATES[config.method]
-    if config.counterfactual_copies < 0:
-        raise KoqaError(f"counterfactual_copies must be 0 or more, got {config.counterfactual_copies}",
-                        field="counterfactual_copies")
-    if config.synthetic_questions < 0:
-        raise KoqaError(f"synthetic_questions must be 0 or more, got {config.synthetic_questions}",
-                        field="synthetic_questions")
+    check_values(config, SFT_VALUE_RULES)
     if (config.use_dora or config.loraplus_lr_ratio is not None) and config.method not in LORA_METHODS:
         raise KoqaError(f"use_dora and loraplus_lr_ratio are LoRA options, not for {config.method}",
                         field="use_dora" if config.use_dora else "loraplus_lr_ratio")
-    if config.loraplus_lr_ratio is not None and config.loraplus_lr_ratio < 1:
-        raise KoqaError(f"loraplus_lr_ratio must be 1 or more, got {config.loraplus_lr_ratio}", field="loraplus_lr_ratio")
-    if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
-        raise KoqaError(f"neftune_noise_alpha must be positive, got {config.neftune_noise_alpha}",
-                        field="neftune_noise_alpha")
     if config.schedule_over not in ("steps", "minutes"):
         raise KoqaError(f"schedule_over must be 'steps' or 'minutes', not '{config.schedule_over}'", field="schedule_over")
     if config.shared_context and config.method not in LORA_METHODS:

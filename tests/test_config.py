@@ -81,3 +81,25 @@ def test_token_shaped_values_are_refused_and_not_echoed():
 
 def test_plural_token_settings_are_not_secrets():
     assert load_sft_config(None, {"num_virtual_tokens": 4, "max_answer_tokens": 8}).num_virtual_tokens == 4
+
+
+def test_out_of_range_values_are_refused_together_before_any_work():
+    with pytest.raises(KoqaError, match="field 'learning_rate': learning_rate must be positive, got -1.0$"):
+        load_sft_config(None, {"learning_rate": -1})
+    with pytest.raises(KoqaError) as info:
+        load_sft_config(None, {"batch_size": 0, "warmup_ratio": 2, "lora_dropout": 1.0, "max_steps": 0})
+    message = str(info.value)
+    for part in ("batch_size must be positive, got 0", "warmup_ratio must be between 0 and 1, got 2.0",
+                 "lora_dropout must be at least 0 and below 1, got 1.0", "max_steps must be -1 (no limit) or positive, got 0"):
+        assert part in message
+    # the limits themselves are allowed, and unset options are not checked
+    config = load_sft_config(None, {"warmup_ratio": 0, "lora_dropout": 0, "max_steps": -1, "max_minutes": None})
+    assert config.warmup_ratio == 0 and config.max_minutes is None
+
+
+def test_eval_settings_are_checked_before_the_model_loads(tmp_path, dacon_train):
+    from koqa.eval.evaluate import run_eval
+
+    with pytest.raises(KoqaError, match="field 'limit': limit must be positive, got 0"):
+        run_eval(str(dacon_train), str(tmp_path / "o"), EvalConfig(limit=0))
+    assert not (tmp_path / "o").exists()

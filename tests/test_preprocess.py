@@ -43,6 +43,17 @@ def test_failure_leaves_no_partial_output(tmp_path, default_model_dir):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("setting, match", [
+    ({"validation_fraction": 1.5}, "field 'validation_fraction': validation_fraction must be at least 0 and below 1, got 1.5"),
+    ({"validation_fraction": -0.1}, "validation_fraction must be at least 0 and below 1, got -0.1"),
+    ({"max_length": 0}, "field 'max_length': max_length must be positive, got 0"),
+])
+def test_bad_settings_fail_before_any_work(tmp_path, dacon_train, setting, match):
+    with pytest.raises(KoqaError, match=match):
+        run_preprocess([str(dacon_train)], str(tmp_path / "o"), PreprocessConfig(**setting))
+    assert not (tmp_path / "o").exists()
+
+
 def test_test_csv_is_not_split(tmp_path, dacon_test, default_model_dir):
     stats = run_preprocess([str(dacon_test)], str(tmp_path / "o"), PreprocessConfig())
     assert stats["splits"] == {"all": 6} and stats["answer_in_context_rate"] is None
