@@ -98,10 +98,11 @@ def read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple
         raise KoqaError(f"missing column(s) {', '.join(missing)}; the header has {header}",
                         file=str(path), row=1, field=missing[0])
     rows = []
-    line_no = 1
+    line_no = previous_end = reader.line_num
     try:
         for values in reader:
-            line_no = reader.line_num
+            # a row is named by the line it starts on: a quoted field may span several lines
+            line_no, previous_end = previous_end + 1, reader.line_num
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):

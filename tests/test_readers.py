@@ -79,6 +79,18 @@ def test_duplicate_id_fails_by_default(tmp_path):
         read_dacon_csv(path)
 
 
+def test_rows_are_named_by_the_line_they_start_on(tmp_path):
+    # Dacon contexts may hold newlines inside quotes: the bad row is the one starting on line 6
+    path = tmp_path / "train.csv"
+    path.write_text('id,context,question,answer\nA1,"첫 줄\n둘째 줄\n셋째 줄에 서울",어디?,서울\n\n'
+                    'A2,"부산은\n항구",항구?,인천\n', encoding="utf-8")
+    result = read_dacon_csv(path, on_bad_row="skip")
+    assert [r.row for r in result.records] == ["2"]
+    assert [(b.row, b.field) for b in result.bad_rows] == [("6", "answer")]
+    with pytest.raises(KoqaError, match="train.csv: row 6: field 'answer'"):
+        read_dacon_csv(path)
+
+
 def test_list_like_answers_are_parsed_without_eval(tmp_path):
     context = "서울과 부산은 큰 도시다."
     rows = [("a", context, "큰 도시는?", "['서울', '부산']"), ("b", context, "무엇?", "__import__('os')")]
