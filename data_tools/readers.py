@@ -204,6 +204,9 @@ def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str
                 if _is_missing(qa.get("question")):
                     bad(file, row, "question", "is missing or empty")
                     continue
+                if not isinstance(qa["question"], str):
+                    bad(file, row, "question", f"is a JSON {type(qa['question']).__name__}, not text")
+                    continue
                 raw_answers = qa.get("answers", [])
                 if not isinstance(raw_answers, list) or not all(
                         isinstance(a, dict) and isinstance(a.get("text"), str) for a in raw_answers):

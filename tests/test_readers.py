@@ -121,6 +121,8 @@ def test_real_korquad_dev_set():
     ({"data": [{"paragraphs": [{"context": "c"}]}]}, r"data\[0\]\.paragraphs\[0\]: field 'qas'"),
     ({"data": [{"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": "?", "answers": "서울"}]}]}]},
      "field 'answers': not SQuAD JSON"),
+    ({"data": [{"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": 12, "answers": []}]}]}]},
+     r"qas\[0\] \(id q\): field 'question': is a JSON int, not text"),
 ])
 def test_squad_with_the_wrong_shape(tmp_path, doc, message):
     path = tmp_path / "bad.json"
