@@ -331,7 +331,7 @@ def _make_trainer_class():
     return AnswerOnlySFTTrainer
 
 
-def _callbacks(run_dir: Path, started: float, clock):
+def _callbacks(run_dir: Path, started: float, clock, tokens_before: int = 0):
     import torch
     from transformers import TrainerCallback
 
@@ -339,7 +339,10 @@ def _callbacks(run_dir: Path, started: float, clock):
         """loss, learning rate, tokens/s and memory, one JSON line per logging step."""
 
         def __init__(self):
-            self.last_tokens, self.last_time = 0, time.perf_counter()
+            self.last_tokens, self.last_time = tokens_before, time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_time = time.perf_counter()  # the first rate counts training, not loading
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
@@ -347,7 +350,7 @@ def _callbacks(run_dir: Path, started: float, clock):
             now = time.perf_counter()
             tokens = logs.get("num_tokens", self.last_tokens)
             row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-                   "elapsed_s": round(now - started, 1), **logs}
+                   "elapsed_s": round(now - started, 1), "trained_s": round(clock.elapsed(), 1), **logs}
             if "num_tokens" in logs and now > self.last_time:
                 row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_tokens, self.last_time = tokens, now
@@ -377,14 +380,21 @@ def _current_rss_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:
-    """Questions trained on up to a checkpoint. One a sequence without shared contexts; with them,
-    the count last logged before the checkpoint (exact when save_steps is a multiple of logging_steps)."""
+def _last_logged(checkpoint: str, key: str) -> int:
+    """The value of a running count last logged before a checkpoint (0 when never logged); exact
+    when save_steps is a multiple of logging_steps."""
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    if not config.shared_context:
-        return state.get("global_step", 0) * config.batch_size * config.gradient_accumulation_steps
-    logged = [row["questions_seen"] for row in state.get("log_history", []) if "questions_seen" in row]
+    logged = [row[key] for row in state.get("log_history", []) if key in row]
     return int(logged[-1]) if logged else 0
+
+
+def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:
+    """Questions trained on up to a checkpoint: one a sequence without shared contexts, the logged
+    count with them."""
+    if not config.shared_context:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        return state.get("global_step", 0) * config.batch_size * config.gradient_accumulation_steps
+    return _last_logged(checkpoint, "questions_seen")
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -526,6 +536,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     )
     checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
+    tokens_before = _last_logged(checkpoint, "num_tokens") if checkpoint else 0
     trainer_cls = _make_trainer_class()
     collator = None
     if config.shared_context:
@@ -533,9 +544,10 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
 
         collator = SharedContextCollator(tokenizer.pad_token_id)
     trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                          peft_config=peft_config, data_collator=collator, callbacks=_callbacks(run_dir, started, clock))
+                          peft_config=peft_config, data_collator=collator, callbacks=_callbacks(run_dir, started, clock, tokens_before))
     trainer.koqa_shared_context = config.shared_context
     trainer.koqa_questions_seen = _questions_seen_at(checkpoint, config) if checkpoint else 0
+    trainer._total_train_tokens = tokens_before  # TRL counts from 0 in every process; --resume continues
     if config.schedule_over == "minutes":
         trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
     trainer.koqa_answer_only = config.answer_only_logits
@@ -553,9 +565,15 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - train_started
     adapter_dir = run_dir / "adapter"
+    # train_seconds is the training behind the final weights, across --resume (the clock kept in
+    # checkpoints); steps a killed run made after its last checkpoint are redone, so not counted
     summary = {"train_loss": result.training_loss, "global_step": result.global_step,
-               "train_seconds": round(train_seconds, 1), "examples": len(examples),
+               "train_seconds": round(clock.elapsed() if clock.started is not None else train_seconds, 1),
+               "examples": len(examples),
                "questions_seen": trainer.koqa_questions_seen * trainer.accelerator.num_processes}
+    if checkpoint:
+        summary["resumed_from_step"] = int(Path(checkpoint).name.split("-")[-1])
+        summary["train_seconds_since_resume"] = round(train_seconds, 1)
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
         tokenizer.save_pretrained(adapter_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DACON_ROWS, REPO, default_sigint
+from koqa.time_budget import CLOCK_FILE
 
 TINY = ["--set", "max_length=256", "--set", "logging_steps=1", "--set", "validation_limit=0",
         "--set", "batch_size=2", "--set", "lora_r=4", "--set", "num_virtual_tokens=4"]
@@ -131,8 +132,19 @@ def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_m
     assert not (run / "adapter").exists()
     again = koqa([*common, "--out", str(run)])
     assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    # as if the killed run had trained for 1,000 s before its checkpoint: the clock must carry on from there
+    clock_file = run / "checkpoints" / "checkpoint-2" / CLOCK_FILE
+    assert json.loads(clock_file.read_text())["trained_seconds"] > 0
+    clock_file.write_text(json.dumps({"trained_seconds": 1000.0}))
     resumed = koqa([*common, "--out", str(run), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["resumed_from_step"] == 2
+    assert 1000 < summary["train_seconds"] <= 1000 + summary["train_seconds_since_resume"] + 0.2
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [r["trained_s"] >= 1000 for r in rows] == [False, False, True, True, True, True], [(r["step"], r["trained_s"]) for r in rows]
+    tokens = [r["num_tokens"] for r in rows]
+    assert all(a < b for a, b in zip(tokens, tokens[1:])), tokens  # the count goes on after the resume
     ref, res = adapter_tensors(tmp_path / "ref"), adapter_tensors(run)
     assert ref.keys() == res.keys()
     for key in ref:
