@@ -397,6 +397,39 @@ def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:
     return _last_logged(checkpoint, "questions_seen")
 
 
+# what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
+CHANGEABLE_ON_RESUME = frozenset({"max_steps", "max_minutes", "epochs", "save_steps", "save_total_limit",
+                                  "logging_steps", "report_to", "validation_limit", "validation_batch_size",
+                                  "eval_max_length"})
+
+
+def check_resume_matches(run_dir: Path, config: SFTConfig, template_text: str, run_info: dict) -> None:
+    """Refuse to resume a run with settings, a prompt template or training data other than its own:
+    the checkpoint's weights and optimizer state belong to those, and the run folder's config.yaml
+    would no longer describe the adapter."""
+    saved_config = run_dir / "config.yaml"
+    if not saved_config.is_file():
+        return
+    saved = yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}
+    now = config_to_dict(config)
+    changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in now
+               if key in saved and key not in CHANGEABLE_ON_RESUME and saved[key] != now[key]]
+    saved_template = run_dir / "template.txt"
+    if saved_template.is_file() and saved_template.read_text(encoding="utf-8") != template_text:
+        changed.append(f"template file '{config.template}' (its text differs from the run's template.txt)")
+    info_file = run_dir / "koqa_run.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        for key in ("train_examples", "train_tokens"):
+            if key in info and info[key] != run_info[key]:
+                changed.append(f"training data ({key} {info[key]} -> {run_info[key]})")
+    if changed:
+        raise KoqaError("--resume with settings other than the run's own: " + "; ".join(changed),
+                        file=str(saved_config),
+                        fix=f"resume with --config {saved_config} and the same --data; only the length of "
+                            "the run and its saving, logging and validation settings may change")
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest checkpoint whose trainer_state.json (written last) exists; half-written ones are removed."""
     if not checkpoint_dir.is_dir():
@@ -510,6 +543,8 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     if synthetic is not None:
         run_info["synthetic"] = {"original_questions": original_questions, "questions": len(synthetic.records),
                                  "passages": synthetic.passages, "candidates": synthetic.candidates}
+    if resume and last_complete_checkpoint(run_dir / "checkpoints"):
+        check_resume_matches(run_dir, config, template.text, run_info)
     if is_main:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
         write_text(run_dir / "template.txt", template.text)

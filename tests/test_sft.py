@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DACON_ROWS, REPO, default_sigint
+from conftest import DACON_ROWS, REPO, default_sigint, write_csv
 from koqa.time_budget import CLOCK_FILE
 
 TINY = ["--set", "max_length=256", "--set", "logging_steps=1", "--set", "validation_limit=0",
@@ -157,6 +157,33 @@ def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_m
     assert ref_loss > 0
 
 
+def test_resume_refuses_other_settings_or_data_and_keeps_the_run(tmp_path, tiny_model_dir, dacon_train):
+    run = tmp_path / "run"
+    common = ["sft", "--model", str(tiny_model_dir), "--set", "save_steps=1", *TINY, "--out", str(run)]
+    first = koqa([*common, "--data", str(dacon_train), "--max-steps", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = (run / "config.yaml").read_text()
+
+    other = koqa([*common, "--data", str(dacon_train), "--max-steps", "3", "--resume",
+                  "--set", "lora_r=8", "--set", "learning_rate=0.01"])
+    assert other.returncode == 2, other.stderr[-3000:]
+    error = other.stderr.strip().splitlines()[-1]
+    assert "--resume with settings other than the run's own" in error
+    assert "lora_r 4 -> 8" in error and "learning_rate" in error and "max_steps" not in error
+    assert f"--config {run / 'config.yaml'}" in error and "Traceback" not in other.stderr
+
+    fewer = write_csv(tmp_path / "fewer.csv", ["id", "context", "question", "answer"], DACON_ROWS[:-1])
+    changed_data = koqa([*common, "--data", str(fewer), "--max-steps", "3", "--resume"])
+    assert changed_data.returncode == 2 and "training data (train_examples" in changed_data.stderr
+    assert (run / "config.yaml").read_text() == saved  # the refused runs wrote nothing
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
+
+    longer = koqa([*common, "--data", str(dacon_train), "--max-steps", "3", "--resume"])  # only the length changes
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["global_step"] == 3 and summary["resumed_from_step"] == 2
+
+
 def test_two_process_ddp_run(tmp_path, tiny_model_dir, dacon_train):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     config = REPO / "koqa" / "configs" / "accelerate" / "ddp_cpu_2proc.yaml"
@@ -244,7 +271,6 @@ def test_qlora_trains_on_cuda(tmp_path, tiny_model_dir, dacon_train):
 
 
 def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
-    from conftest import write_csv
 
     rows = [("S1", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제가 열린 연도는?", "2003년"),
             ("S2", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제의 위원장은 누구인가?", "이영희"),
@@ -267,7 +293,6 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
 
 
 def test_synthetic_questions_join_the_training_set(tmp_path, tiny_model_dir):
-    from conftest import write_csv
 
     passage = ("김철수는 서울에서 태어나 한국은행에 입사한다. 그 회의에는 12명이 참석했다. "
                "이 학교는 1946년에 문을 열었다. 그는 1950년 파리로 떠났다.")
