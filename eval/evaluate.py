@@ -80,6 +80,7 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
     """Evaluate; `generator` (any object with `.generate`) replaces the backend, for tests."""
     from transformers import AutoTokenizer
 
+    from koqa.merging import adapter_digest
     from koqa.model_store import resolve_model
     from koqa.prompting import PromptRenderer
 
@@ -108,8 +109,11 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
                               max_context_chars=max_context_chars)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {"model": model, "adapter": adapter_dir, "template": template.text, "max_length": max_length,
-                   "max_context_chars": max_context_chars, "max_new_tokens": config.max_new_tokens}
+    # the adapter by its weights, not only its folder: a run retrained in place must not reuse old answers
+    fingerprint = {"model": model, "adapter": adapter_dir,
+                   "adapter_digest": adapter_digest(adapter_dir, model) if adapter_dir else None,
+                   "template": template.text, "max_length": max_length, "max_context_chars": max_context_chars,
+                   "max_new_tokens": config.max_new_tokens, "dtype": config.dtype}
     answers = AnswerLog(out / "generations.jsonl", fingerprint)
     pending = [r for r in records if r.id not in answers.done]
     backend = generator.name if generator is not None else None

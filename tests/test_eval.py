@@ -107,6 +107,23 @@ def test_backend_choice():
         choose_backend("tgi", None)
 
 
+def test_answers_from_retrained_weights_or_another_dtype_are_not_mixed(tmp_path, dacon_train, default_model_dir):
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights of the first training")
+    out, run = tmp_path / "eval", str(tmp_path / "run")
+    run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=ScriptedGenerator(["x"] * 6))
+    again = ScriptedGenerator([])
+    assert run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=again)["metrics"]["n"] == 6
+    assert again.calls == []  # same weights: every answer is reused
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights of a second training in the same folder")
+    with pytest.raises(KoqaError, match="other settings \\(adapter_digest\\)"):
+        run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=ScriptedGenerator([]))
+    with pytest.raises(KoqaError, match="other settings \\(adapter_digest, dtype\\)"):
+        run_eval(str(dacon_train), str(out), EvalConfig(dtype="float32"), adapter=run, generator=ScriptedGenerator([]))
+
+
 def test_prefix_adapter_falls_back_to_transformers(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}', encoding="utf-8")
     assert choose_backend("auto", str(tmp_path)) == "hf"
