@@ -380,21 +380,23 @@ def _current_rss_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _last_logged(checkpoint: str, key: str) -> int:
+def _trainer_state(checkpoint: str) -> dict:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def _last_logged(state: dict, key: str) -> int:
     """The value of a running count last logged before a checkpoint (0 when never logged); exact
     when save_steps is a multiple of logging_steps."""
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
     logged = [row[key] for row in state.get("log_history", []) if key in row]
     return int(logged[-1]) if logged else 0
 
 
-def _questions_seen_at(checkpoint: str, config: SFTConfig) -> int:
+def _questions_seen_at(state: dict, config: SFTConfig) -> int:
     """Questions trained on up to a checkpoint: one a sequence without shared contexts, the logged
     count with them."""
     if not config.shared_context:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
         return state.get("global_step", 0) * config.batch_size * config.gradient_accumulation_steps
-    return _last_logged(checkpoint, "questions_seen")
+    return _last_logged(state, "questions_seen")
 
 
 # what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
@@ -543,7 +545,8 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     if synthetic is not None:
         run_info["synthetic"] = {"original_questions": original_questions, "questions": len(synthetic.records),
                                  "passages": synthetic.passages, "candidates": synthetic.candidates}
-    if resume and last_complete_checkpoint(run_dir / "checkpoints"):
+    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
+    if checkpoint:
         check_resume_matches(run_dir, config, template.text, run_info)
     if is_main:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), allow_unicode=True, sort_keys=False))
@@ -569,9 +572,10 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
         dataloader_num_workers=0, remove_unused_columns=True,
         use_cpu=device == "cpu", ddp_find_unused_parameters=False, neftune_noise_alpha=config.neftune_noise_alpha,
     )
-    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
-    tokens_before = _last_logged(checkpoint, "num_tokens") if checkpoint else 0
+    state = _trainer_state(checkpoint) if checkpoint else {}
+    resumed_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    tokens_before = _last_logged(state, "num_tokens")
     trainer_cls = _make_trainer_class()
     collator = None
     if config.shared_context:
@@ -581,7 +585,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     trainer = trainer_cls(model=base, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                           peft_config=peft_config, data_collator=collator, callbacks=_callbacks(run_dir, started, clock, tokens_before))
     trainer.koqa_shared_context = config.shared_context
-    trainer.koqa_questions_seen = _questions_seen_at(checkpoint, config) if checkpoint else 0
+    trainer.koqa_questions_seen = _questions_seen_at(state, config)
     trainer._total_train_tokens = tokens_before  # TRL counts from 0 in every process; --resume continues
     if config.schedule_over == "minutes":
         trainer.koqa_lr_lambda = time_lr_lambda(clock, config.warmup_ratio)
@@ -595,7 +599,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
     if resume and checkpoint is None:
         log.info("no checkpoint to resume from: starting at step 0")
     if checkpoint and is_main and (run_dir / "log.jsonl").is_file():
-        _truncate_log(run_dir / "log.jsonl", int(Path(checkpoint).name.split("-")[-1]))
+        _truncate_log(run_dir / "log.jsonl", resumed_step)
     train_started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - train_started
@@ -607,7 +611,7 @@ def run_sft(*, data: str, out_dir: str, config_path: str | None = None, method: 
                "examples": len(examples),
                "questions_seen": trainer.koqa_questions_seen * trainer.accelerator.num_processes}
     if checkpoint:
-        summary["resumed_from_step"] = int(Path(checkpoint).name.split("-")[-1])
+        summary["resumed_from_step"] = resumed_step
         summary["train_seconds_since_resume"] = round(train_seconds, 1)
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)

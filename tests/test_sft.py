@@ -271,7 +271,6 @@ def test_qlora_trains_on_cuda(tmp_path, tiny_model_dir, dacon_train):
 
 
 def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
-
     rows = [("S1", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제가 열린 연도는?", "2003년"),
             ("S2", "부산에서 2003년에 영화제가 열렸다. 위원장은 이영희였다.", "영화제의 위원장은 누구인가?", "이영희"),
             ("S3", "대구에서 2011년에 육상 대회가 열렸다. 위원장은 박민수였다.", "육상 대회가 열린 연도는?", "2011년"),
@@ -293,7 +292,6 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
 
 
 def test_synthetic_questions_join_the_training_set(tmp_path, tiny_model_dir):
-
     passage = ("김철수는 서울에서 태어나 한국은행에 입사한다. 그 회의에는 12명이 참석했다. "
                "이 학교는 1946년에 문을 열었다. 그는 1950년 파리로 떠났다.")
     other = "부산에서 2003년에 영화제가 열렸다. 영화제의 위원장은 이영희였다."
