@@ -76,21 +76,28 @@ def postprocess(raw: str, context: str, normalize, span: str) -> str:
     return answer
 
 
-def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = None, generator=None) -> dict:
-    """Evaluate; `generator` (any object with `.generate`) replaces the backend, for tests."""
-    from transformers import AutoTokenizer
+@dataclass
+class PreparedEval:
+    """What one adapter's evaluation reads before it generates: the questions, the prompt renderer
+    (the run's own template and lengths) and the fingerprint its answer log is keyed by."""
 
-    from koqa.merging import adapter_digest
-    from koqa.model_store import resolve_model
-    from koqa.prompting import PromptRenderer
+    records: list
+    renderer: object
+    model: str
+    adapter_dir: str | None
+    fingerprint: dict
+    template_name: str
+    max_length: int
 
+
+def check_eval_config(config: EvalConfig) -> None:
     if config.span not in ("off", "snap"):
         raise KoqaError(f"span must be off or snap, got '{config.span}'", field="span")
     check_values(config, dict.fromkeys(("batch_size", "max_length", "max_context_chars", "max_new_tokens", "limit",
                                         "chunk_size"), POSITIVE))
-    normalize = build_normalizer(config.answer_normalization)
-    adapter_dir, run_info = resolve_adapter(adapter)
-    model = resolve_model(config.model or run_info.get("model"))
+
+
+def read_eval_records(data: str, config: EvalConfig) -> list:
     result = read_records(data, encoding=config.encoding, check_span=False)
     records = result.records
     if config.korquad_split:
@@ -100,48 +107,89 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
         records = records[: config.limit]
     if not records:
         raise KoqaError("no questions to evaluate", file=data)
+    return records
 
+
+def prepare_eval(records: list, config: EvalConfig, adapter: str | None = None) -> PreparedEval:
+    from transformers import AutoTokenizer
+
+    from koqa.merging import adapter_digest
+    from koqa.model_store import resolve_model
+    from koqa.prompting import PromptRenderer
+
+    adapter_dir, run_info = resolve_adapter(adapter)
+    model = resolve_model(config.model or run_info.get("model"))
     tokenizer = AutoTokenizer.from_pretrained(model)
     template = _load_template(config, run_info)
     max_length = config.max_length or run_info.get("max_length") or 1024
     max_context_chars = config.max_context_chars or run_info.get("eval_max_context_chars")
     renderer = PromptRenderer(tokenizer, template, max_length=max_length, max_answer_tokens=config.max_new_tokens,
                               max_context_chars=max_context_chars)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # the adapter by its weights, not only its folder: a run retrained in place must not reuse old answers
     fingerprint = {"model": model, "adapter": adapter_dir,
                    "adapter_digest": adapter_digest(adapter_dir, model) if adapter_dir else None,
                    "template": template.text, "max_length": max_length, "max_context_chars": max_context_chars,
                    "max_new_tokens": config.max_new_tokens, "dtype": config.dtype}
-    answers = AnswerLog(out / "generations.jsonl", fingerprint)
-    pending = [r for r in records if r.id not in answers.done]
+    return PreparedEval(records, renderer, model, adapter_dir, fingerprint, template.name, max_length)
+
+
+def open_generator(prepared: PreparedEval, config: EvalConfig):
+    """The backend `config.backend` picks for this adapter, loaded."""
+    backend = choose_backend(config.backend, prepared.adapter_dir)
+    options = {"compile": True} if backend == "vllm" and config.vllm_compile else {}
+    return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype,
+                          max_model_len=prepared.max_length + config.max_new_tokens, **options)
+
+
+def close_generator(generator) -> None:
+    close = getattr(generator, "close", None)
+    if close is not None:
+        close()
+
+
+def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, generator=None) -> dict:
+    """Raw answers {id: text} for every question, appended to OUT/generations.jsonl as they come
+    (a re-run skips the ones already there). Loads the backend only when something is left to answer;
+    a backend it loaded is closed before it returns."""
+    out.mkdir(parents=True, exist_ok=True)
+    answers = AnswerLog(out / "generations.jsonl", prepared.fingerprint)
+    pending = [r for r in prepared.records if r.id not in answers.done]
     backend = generator.name if generator is not None else None
     elapsed = 0.0
     if pending:
-        if generator is None:
-            backend = choose_backend(config.backend, adapter_dir)
-            options = {"compile": True} if backend == "vllm" and config.vllm_compile else {}
-            generator = load_generator(backend, model, adapter_dir, dtype=config.dtype,
-                                       max_model_len=max_length + config.max_new_tokens, **options)
+        owned = generator is None
+        if owned:
+            generator = open_generator(prepared, config)
+            backend = generator.name
         params = GenerationParams(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
         log.info("generating %d answers with the %s backend (%d already done)", len(pending), backend,
-                 len(records) - len(pending))
+                 len(prepared.records) - len(pending))
         started = time.perf_counter()
-        for start in range(0, len(pending), config.chunk_size):
-            chunk = pending[start: start + config.chunk_size]
-            prompts = [renderer.render(r.context, r.question).ids for r in chunk]
-            raw = generator.generate(prompts, params)
-            answers.append([(r.id, text) for r, text in zip(chunk, raw)])
-            done = start + len(chunk)
-            rate = done / (time.perf_counter() - started)
-            log.info("answered %d/%d (%.2f questions/s)", done, len(pending), rate)
+        try:
+            for start in range(0, len(pending), config.chunk_size):
+                chunk = pending[start: start + config.chunk_size]
+                prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
+                raw = generator.generate(prompts, params)
+                answers.append([(r.id, text) for r, text in zip(chunk, raw)])
+                done = start + len(chunk)
+                rate = done / (time.perf_counter() - started)
+                log.info("answered %d/%d (%.2f questions/s)", done, len(pending), rate)
+        finally:
+            if owned:
+                close_generator(generator)
         elapsed = time.perf_counter() - started
+    return {"raw": {r.id: answers.done[r.id] for r in prepared.records}, "backend": backend,
+            "generated": len(pending), "seconds": elapsed}
 
+
+def score_and_report(records: list, predictions: dict, out: Path, config: EvalConfig, settings: dict,
+                     extra_metrics: dict | None = None) -> dict:
+    """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
+    the F1 histogram. Returns the metrics ({} without gold answers) and the rows."""
     with_gold = all(r.answers for r in records)
     rows, totals = [], {"f1": 0.0, "exact_match": 0.0, "token_f1": 0.0}
     for r in records:
-        prediction = postprocess(answers.done[r.id], r.context, normalize, config.span)
+        prediction = predictions[r.id]
         row = {"id": r.id, "question": r.question, "prediction": prediction, "answer": " | ".join(r.answers)}
         if with_gold:
             scores = score_one(prediction, r.answers, morphemes=config.morphemes)
@@ -153,11 +201,26 @@ def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = 
     metrics = {}
     if with_gold:
         metrics = {k: v / len(rows) for k, v in totals.items()}
-        metrics.update(n=len(rows), backend=backend, generated=len(pending),
-                       generation_seconds=round(elapsed, 2),
-                       questions_per_second=round(len(pending) / elapsed, 3) if elapsed else None)
-        settings = {"data": data, "model": model, "adapter": adapter_dir, "template": template.name,
-                    "max_length": max_length, "span": config.span,
-                    "answer_normalization": ",".join(config.answer_normalization)}
+        metrics.update(n=len(rows), **(extra_metrics or {}))
         write_report(out, rows, metrics, settings)
     return {"metrics": metrics, "rows": rows}
+
+
+def run_eval(data: str, out_dir: str, config: EvalConfig, adapter: str | None = None, generator=None) -> dict:
+    """Evaluate; `generator` (any object with `.generate`) replaces the backend, for tests."""
+    check_eval_config(config)
+    normalize = build_normalizer(config.answer_normalization)
+    records = read_eval_records(data, config)
+    prepared = prepare_eval(records, config, adapter)
+    out = Path(out_dir)
+    generated = generate_answers(prepared, out, config, generator)
+    predictions = {r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span) for r in records}
+    elapsed = generated["seconds"]
+    extra = dict(backend=generated["backend"], generated=generated["generated"], generation_seconds=round(elapsed, 2),
+                 questions_per_second=round(generated["generated"] / elapsed, 3) if elapsed else None)
+    settings = {"data": data, "model": prepared.model, "adapter": prepared.adapter_dir,
+                "template": prepared.template_name, "max_length": prepared.max_length, "span": config.span,
+                "answer_normalization": ",".join(config.answer_normalization)}
+    result = score_and_report(records, predictions, out, config, settings, extra)
+    result["raw"] = generated["raw"]
+    return result
