@@ -2,7 +2,8 @@
 
 ``Generator.generate(prompts, params) -> list[str]`` takes prompts as token-id lists (rendered by
 `koqa.prompting`, so training and evaluation see the same tokens) and returns the raw completions,
-in the order given.  Backends are imported lazily: ``koqa --help`` never imports torch or vLLM.
+in the order given. ``Generator.score(prompts, continuations) -> list[float]`` returns the model's
+log-probability of each continuation (token ids) after its prompt, for ensembles (`koqa.eval.ensemble`).  Backends are imported lazily: ``koqa --help`` never imports torch or vLLM.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Generator(Protocol):
     name: str
 
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]: ...
+
+    def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+              batch_size: int = 16) -> list[float]: ...
 
 
 BACKENDS = {

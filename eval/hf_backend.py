@@ -70,3 +70,36 @@ class HFGenerator:
                 text = self.tokenizer.decode(gen[row, width:], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, params.stop)
         return out
+
+    def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+              batch_size: int = 16) -> list[float]:
+        """Sum of the log-probabilities of each continuation's tokens after its prompt. Sequences are
+        left-padded so that every continuation ends at the last column, and the LM head runs only on
+        the last columns that predict a continuation token."""
+        torch = self._torch
+        scores: list[float] = [0.0] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(continuations[i])))
+        for start in range(0, len(order), batch_size):
+            batch = order[start: start + batch_size]
+            sequences = [list(prompts[i]) + list(continuations[i]) for i in batch]
+            width = max(len(s) for s in sequences)
+            keep = max(len(continuations[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, seq in enumerate(sequences):
+                ids[row, width - len(seq):] = torch.tensor(seq)
+                mask[row, width - len(seq):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), logits_to_keep=keep + 1).logits
+            # logits[:, j] predicts the token at column width - keep + j
+            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            for row, i in enumerate(batch):
+                n = len(continuations[i])
+                if n == 0:
+                    continue
+                targets = torch.tensor(continuations[i], device=logprobs.device)
+                picked = logprobs[row, keep - n:].gather(-1, targets[:, None])
+                scores[i] = float(picked.sum())
+        return scores

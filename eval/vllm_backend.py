@@ -73,6 +73,22 @@ class VLLMGenerator:
                                     lora_request=self.lora_request, use_tqdm=False)
         return [cut_at_stop(o.outputs[0].text, params.stop) for o in outputs]
 
+    def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+              batch_size: int = 16) -> list[float]:
+        """Sum of the log-probabilities of each continuation's tokens after its prompt, from vLLM's
+        prompt log-probabilities (the log-probability of each given token is always among them)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampling = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        inputs = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in zip(prompts, continuations)]
+        outputs = self.llm.generate(inputs, sampling, lora_request=self.lora_request, use_tqdm=False)
+        scores = []
+        for output, prompt, continuation in zip(outputs, prompts, continuations):
+            per_token = output.prompt_logprobs
+            scores.append(sum(per_token[len(prompt) + j][token].logprob for j, token in enumerate(continuation)))
+        return scores
+
     def close(self) -> None:
         """Stop the engine's worker processes now. Dropping the object leaves them running (and, on a
         CPU, spinning) until the interpreter exits, which slows whatever runs next in this process."""

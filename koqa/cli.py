@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", formatter_class=_formatter, help="generate answers and score them")
     p.add_argument("--data", required=True, help="questions: Dacon CSV, SQuAD JSON or processed JSONL")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--adapter", default=None, help="a `koqa sft` run folder or adapter folder")
+    p.add_argument("--adapter", action="append", default=None,
+                   help="a `koqa sft` run folder or adapter folder; name two or more for an ensemble "
+                        "(each answers, and where they differ the answer they find most likely together wins)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"], help="generation backend")
     p.add_argument("--config", default=None, help="YAML/TOML eval config")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
@@ -183,11 +185,20 @@ def _cmd_eval(args) -> int:
     if args.vllm_compile:
         over["vllm_compile"] = True
     config = load_config(EvalConfig, args.config, over)
-    result = run_eval(args.data, args.out, config, adapter=args.adapter)
+    adapters = args.adapter or []
+    if len(adapters) > 1:
+        from koqa.eval.ensemble import run_ensemble_eval
+
+        result = run_ensemble_eval(args.data, args.out, config, adapters)
+    else:
+        result = run_eval(args.data, args.out, config, adapter=adapters[0] if adapters else None)
     metrics = result["metrics"]
+    for k, member in enumerate(metrics.get("members", []), start=1):
+        print(f"member {k}: f1 {member['f1']:.4f}  exact_match {member['exact_match']:.4f}  ({member['adapter']})")
     if metrics:
         print(f"f1 {metrics['f1']:.4f}  exact_match {metrics['exact_match']:.4f}  "
-              f"token_f1 {metrics['token_f1']:.4f}  n {metrics['n']}")
+              f"token_f1 {metrics['token_f1']:.4f}  n {metrics['n']}"
+              + (f"  (members agree on {metrics['agreement']:.1%})" if "agreement" in metrics else ""))
     print(f"wrote {args.out}/predictions.csv" + (", metrics.json, report.md, f1_hist.png" if metrics else ""))
     return 0
 
