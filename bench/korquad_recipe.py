@@ -11,6 +11,13 @@ the recipe with those overrides), evaluates on the evaluation articles (all 1,28
 minutes of training, training questions seen, F1, the F1 difference from the first row on the same
 questions with its paired standard error, EM, F1 and EM with snapping, evaluation q/s.
 Run folders are kept under --out; a variant whose run finished is evaluated again, not retrained.
+
+With --ensemble a last row evaluates the ensemble of every row's adapter (`koqa eval --adapter A
+--adapter B ...`); its training minutes and questions are the rows' sums. Two 30-minute members
+spend the recipe's hour:
+
+    .venv/bin/python bench/korquad_recipe.py --minutes 30 --out runs/ens30 --no-recipe --ensemble \
+        --variant "seed 42:seed=42" --variant "seed 7:seed=7"
 """
 
 from __future__ import annotations
@@ -40,13 +47,14 @@ def main() -> None:
     parser.add_argument("--no-recipe", action="store_true", help="only the variants")
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--out", default="runs/recipe")
+    parser.add_argument("--ensemble", action="store_true", help="add a row for the ensemble of every row's adapter")
     args = parser.parse_args()
 
     out = Path(args.out)
     data = prepared_korquad(out)
     runs = [] if args.no_recipe else [("recipe", [])]
     runs += [parse_variant(v) for v in args.variant]
-    rows, per_question = [], []
+    rows, per_question, run_dirs, trained = [], [], [], []
     for name, overrides in runs:
         run_dir = out / slug(name)
         if not (run_dir / "metrics.json").is_file():
@@ -56,34 +64,49 @@ def main() -> None:
             command += ["--resume"] if (run_dir / "checkpoints").is_dir() else []
             koqa_cli(*command)
         summary = read_json(run_dir / "metrics.json")
-        eval_dir = out / f"eval-{slug(name)}"
-        scores = {}
-        for span in ("off", "snap"):  # the second pass re-scores the same generations
-            started = time.perf_counter()
-            command = ["eval", "--data", str(data / "validation.jsonl"), "--out", str(eval_dir),
-                       "--adapter", str(run_dir), "--span", span]
-            koqa_cli(*command, *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
-            scores[span] = read_json(eval_dir / "metrics.json")
-            scores[span]["seconds"] = time.perf_counter() - started
-            if span == "off":
-                per_question.append(read_scores(eval_dir / "predictions.csv", "f1"))
-        m = scores["off"]
-        # each row against the first, on the same questions: the paired difference and its standard error
-        delta = "-"
-        if len(per_question) > 1:
-            try:
-                diff = paired_difference(per_question[0], per_question[-1])
-                delta = f"{diff.mean:+.4f} ± {diff.standard_error:.4f}"
-            except KoqaError:  # evaluated on other questions (another --eval-limit): no paired difference
-                pass
-        # None when every answer came from an earlier run's generations.jsonl: no rate to report
-        qps = f"{m['questions_per_second']:.2f}" if m["questions_per_second"] else "cached"
-        rows.append([name, "; ".join(overrides) or "-", f"{summary['train_seconds'] / 60:.1f}",
-                     summary["questions_seen"], m["n"], f"{m['f1']:.4f}", delta, f"{m['exact_match']:.4f}",
-                     f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", qps])
-        print(table(["variant", "overrides", "train min", "questions seen", "eval n", "F1", "ΔF1 vs row 1 ± s.e.", "EM",
-                     "F1 snap", "EM snap", "eval q/s"], rows), flush=True)
+        run_dirs.append(run_dir)
+        trained.append((summary["train_seconds"], summary["questions_seen"]))
+        rows.append(evaluated_row(name, "; ".join(overrides) or "-", [run_dir], out / f"eval-{slug(name)}",
+                                  summary["train_seconds"], summary["questions_seen"], data, args, per_question))
+        print(table(HEADERS, rows), flush=True)
+    if args.ensemble:
+        if len(run_dirs) < 2:
+            raise SystemExit("--ensemble needs at least two rows")
+        rows.append(evaluated_row("ensemble of the rows above", "-", run_dirs, out / "eval-ensemble",
+                                  sum(s for s, _ in trained), sum(q for _, q in trained), data, args, per_question))
+        print(table(HEADERS, rows), flush=True)
 
+
+HEADERS = ["variant", "overrides", "train min", "questions seen", "eval n", "F1", "ΔF1 vs row 1 ± s.e.", "EM",
+           "F1 snap", "EM snap", "eval q/s"]
+
+
+def evaluated_row(name, overrides, run_dirs, eval_dir, train_seconds, questions_seen, data, args, per_question):
+    """Evaluate one adapter (or, given several, their ensemble) with and without span snapping."""
+    scores = {}
+    for span in ("off", "snap"):  # the second pass re-scores the same generations
+        started = time.perf_counter()
+        command = ["eval", "--data", str(data / "validation.jsonl"), "--out", str(eval_dir), "--span", span]
+        command += [arg for run_dir in run_dirs for arg in ("--adapter", str(run_dir))]
+        koqa_cli(*command, *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
+        scores[span] = read_json(eval_dir / "metrics.json")
+        scores[span]["seconds"] = time.perf_counter() - started
+        if span == "off":
+            per_question.append(read_scores(eval_dir / "predictions.csv", "f1"))
+    m = scores["off"]
+    # each row against the first, on the same questions: the paired difference and its standard error
+    delta = "-"
+    if len(per_question) > 1:
+        try:
+            diff = paired_difference(per_question[0], per_question[-1])
+            delta = f"{diff.mean:+.4f} ± {diff.standard_error:.4f}"
+        except KoqaError:  # evaluated on other questions (another --eval-limit): no paired difference
+            pass
+    # None when every answer came from an earlier run's generations.jsonl (and for an ensemble, whose
+    # members report their own): no rate to report
+    qps = f"{m['questions_per_second']:.2f}" if m.get("questions_per_second") else "-"
+    return [name, overrides, f"{train_seconds / 60:.1f}", questions_seen, m["n"], f"{m['f1']:.4f}", delta,
+            f"{m['exact_match']:.4f}", f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", qps]
 
 if __name__ == "__main__":
     main()
