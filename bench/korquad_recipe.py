@@ -12,12 +12,12 @@ minutes of training, training questions seen, F1, the F1 difference from the fir
 questions with its paired standard error, EM, F1 and EM with snapping, evaluation q/s.
 Run folders are kept under --out; a variant whose run finished is evaluated again, not retrained.
 
-With --ensemble a last row evaluates the ensemble of every row's adapter (`koqa eval --adapter A
---adapter B ...`); its training minutes and questions are the rows' sums. Two 30-minute members
-spend the recipe's hour:
+With --ensemble a last row evaluates the ensemble of the --variant rows' adapters (`koqa eval
+--adapter A --adapter B ...`), against the recipe's row; its training minutes and questions are the
+members' sums. Two 30-minute members spend the recipe's hour:
 
-    .venv/bin/python bench/korquad_recipe.py --minutes 30 --out runs/ens30 --no-recipe --ensemble \
-        --variant "seed 42:seed=42" --variant "seed 7:seed=7"
+    .venv/bin/python bench/korquad_recipe.py --out runs/ens30 --ensemble \
+        --variant "seed 42:seed=42;max_minutes=30" --variant "seed 7:seed=7;max_minutes=30"
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ def main() -> None:
     parser.add_argument("--no-recipe", action="store_true", help="only the variants")
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--out", default="runs/recipe")
-    parser.add_argument("--ensemble", action="store_true", help="add a row for the ensemble of every row's adapter")
+    parser.add_argument("--ensemble", action="store_true", help="add a row for the ensemble of the variants' adapters")
     args = parser.parse_args()
 
     out = Path(args.out)
     data = prepared_korquad(out)
     runs = [] if args.no_recipe else [("recipe", [])]
     runs += [parse_variant(v) for v in args.variant]
-    rows, per_question, run_dirs, trained = [], [], [], []
-    for name, overrides in runs:
+    rows, per_question, members = [], [], []
+    for index, (name, overrides) in enumerate(runs):
         run_dir = out / slug(name)
         if not (run_dir / "metrics.json").is_file():
             command = ["sft", "--config", str(RECIPE), "--data", str(data), "--out", str(run_dir)]
@@ -64,16 +64,16 @@ def main() -> None:
             command += ["--resume"] if (run_dir / "checkpoints").is_dir() else []
             koqa_cli(*command)
         summary = read_json(run_dir / "metrics.json")
-        run_dirs.append(run_dir)
-        trained.append((summary["train_seconds"], summary["questions_seen"]))
+        if args.no_recipe or index > 0:  # the recipe's own row is the baseline, not a member
+            members.append((run_dir, summary["train_seconds"], summary["questions_seen"]))
         rows.append(evaluated_row(name, "; ".join(overrides) or "-", [run_dir], out / f"eval-{slug(name)}",
                                   summary["train_seconds"], summary["questions_seen"], data, args, per_question))
         print(table(HEADERS, rows), flush=True)
     if args.ensemble:
-        if len(run_dirs) < 2:
-            raise SystemExit("--ensemble needs at least two rows")
-        rows.append(evaluated_row("ensemble of the rows above", "-", run_dirs, out / "eval-ensemble",
-                                  sum(s for s, _ in trained), sum(q for _, q in trained), data, args, per_question))
+        if len(members) < 2:
+            raise SystemExit("--ensemble needs at least two --variant rows")
+        rows.append(evaluated_row("ensemble of the variants", "-", [m[0] for m in members], out / "eval-ensemble",
+                                  sum(m[1] for m in members), sum(m[2] for m in members), data, args, per_question))
         print(table(HEADERS, rows), flush=True)
 
 

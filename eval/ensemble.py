@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from koqa.data_tools.normalize import build_normalizer
@@ -80,6 +81,7 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
     fingerprint = {"members": [m.fingerprint for m in members],
                    "answer_normalization": list(config.answer_normalization)}
     score_log = AnswerLog(out / "ensemble_scores.jsonl", fingerprint)
+    scored, started = 0, time.perf_counter()
     for k, member in enumerate(members, start=1):
         todo = [(r, c) for r in disputed for c in candidates[r.id] if _score_key(k, r.id, c) not in score_log.done]
         if not todo:
@@ -94,6 +96,7 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
                 continuations = [member.renderer.answer_ids(c) for _, c in chunk]
                 logprobs = generator.score(prompts, continuations, batch_size=config.batch_size)
                 score_log.append([(_score_key(k, r.id, c), repr(float(lp))) for (r, c), lp in zip(chunk, logprobs)])
+                scored += len(chunk)
         finally:
             if owned:
                 close_generator(generator)
@@ -110,7 +113,8 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
             chosen[r.id] = choose(options, per_member)
     predictions = {r.id: postprocess(chosen[r.id], r.context, lambda text: text, config.span) for r in records}
     extra = {"members": member_metrics, "agreement": round(1 - len(disputed) / len(records), 4),
-             "disputed": len(disputed)}
+             "disputed": len(disputed), "scored": scored,
+             "scoring_seconds": round(time.perf_counter() - started, 2) if scored else None}
     if all(r.answers for r in records):
         # the best any choice among the candidates could do: how much room the members leave
         extra["oracle_f1"] = sum(max(score_one(c, r.answers)["f1"] for c in candidates[r.id])

@@ -80,6 +80,7 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
     assert metrics["exact_match"] == pytest.approx(5 / 6)
     assert metrics["agreement"] == 0.5 and metrics["disputed"] == 3
     assert metrics["oracle_f1"] == pytest.approx(1.0)
+    assert metrics["scored"] == 2 * 2 * 3  # two members, two candidates, three disputed questions
     assert [m["exact_match"] for m in metrics["members"]] == [pytest.approx(5 / 6), pytest.approx(4 / 6)]
     assert metrics["members"][1]["f1"] == pytest.approx((4 + 0.75) / 6)
     assert result["metrics"]["f1"] == pytest.approx(metrics["f1"])
@@ -92,7 +93,7 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
     again = [ScriptedMember([], {}, tokenizer), ScriptedMember([], {}, tokenizer)]
     rerun = run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=again)
     assert [g.generated for g in again] == [0, 0] and [g.scored for g in again] == [[], []]
-    assert rerun["metrics"]["exact_match"] == pytest.approx(5 / 6)
+    assert rerun["metrics"]["exact_match"] == pytest.approx(5 / 6) and rerun["metrics"]["scored"] == 0
 
     (tmp_path / "b" / "adapter_model.safetensors").write_bytes(b"retrained")
     with pytest.raises(KoqaError, match="other settings"):
