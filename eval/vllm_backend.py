@@ -55,6 +55,7 @@ class VLLMGenerator:
             # eager by default: torch.compile on 2 cores costs minutes of start-up per model
             kwargs.update(gpu_memory_utilization=0.5, enforce_eager=not compile)
         self.lora_request = None
+        self.cached_prompt_tokens = 0  # prompt tokens `score` read from the prefix cache
         if adapter:
             from vllm.lora.request import LoRARequest
 
@@ -76,18 +77,40 @@ class VLLMGenerator:
     def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
               batch_size: int = 16) -> list[float]:
         """Sum of the log-probabilities of each continuation's tokens after its prompt, from vLLM's
-        prompt log-probabilities (the log-probability of each given token is always among them)."""
+        prompt log-probabilities (each given token's own log-probability is always among them).
+
+        vLLM's default for such requests is to recompute the whole prompt and run the LM head over
+        every position of it. Here the prefix cache is read instead: the questions on one passage and
+        their candidate answers share its KV blocks, and the head runs only on the positions computed
+        afresh. A request whose cached prefix reached into its continuation (those positions then
+        have no log-probability) is scored again without the cache."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        sampling = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
-        inputs = [TokensPrompt(prompt_token_ids=list(p) + list(c)) for p, c in zip(prompts, continuations)]
-        outputs = self.llm.generate(inputs, sampling, lora_request=self.lora_request, use_tqdm=False)
-        scores = []
-        for output, prompt, continuation in zip(outputs, prompts, continuations):
-            per_token = output.prompt_logprobs
-            scores.append(sum(per_token[len(prompt) + j][token].logprob for j, token in enumerate(continuation)))
+        def run(indices, read_cache):
+            sampling = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
+                                      skip_reading_prefix_cache=not read_cache)
+            inputs = [TokensPrompt(prompt_token_ids=list(prompts[i]) + list(continuations[i])) for i in indices]
+            return self.llm.generate(inputs, sampling, lora_request=self.lora_request, use_tqdm=False)
+
+        scores: list[float | None] = [None] * len(prompts)
+        redo = []
+        for i, output in zip(range(len(prompts)), run(range(len(prompts)), read_cache=True)):
+            cached = output.num_cached_tokens or 0
+            self.cached_prompt_tokens += cached
+            if cached > len(prompts[i]) - 1:  # the row predicting the first answer token was not computed
+                redo.append(i)
+                continue
+            scores[i] = self._continuation_logprob(output, prompts[i], continuations[i])
+        if redo:
+            for i, output in zip(redo, run(redo, read_cache=False)):
+                scores[i] = self._continuation_logprob(output, prompts[i], continuations[i])
         return scores
+
+    @staticmethod
+    def _continuation_logprob(output, prompt, continuation) -> float:
+        per_token = output.prompt_logprobs  # [None, {token: Logprob} for prompt positions 1...]
+        return sum(per_token[len(prompt) + j][token].logprob for j, token in enumerate(continuation))
 
     def close(self) -> None:
         """Stop the engine's worker processes now. Dropping the object leaves them running (and, on a

@@ -156,18 +156,32 @@ def test_transformers_scores_are_the_log_probability_of_the_answer(tiny_model_di
 
 
 @pytest.mark.vllm
-def test_vllm_scores_match_transformers(tiny_model_dir):
+def test_vllm_scores_match_transformers_with_and_without_the_prefix_cache(tiny_model_dir):
     pytest.importorskip("vllm")
     from koqa.eval.backends import load_generator
 
     prompts, continuations = _score_cases()
-    hf = load_generator("hf", str(tiny_model_dir), dtype="float32").score(prompts, continuations)
-    engine = load_generator("vllm", str(tiny_model_dir), max_model_len=64, dtype="float32")
+    passage = [2] + [1000 + 7 * i for i in range(299)]  # 300 tokens: two full 128-token KV blocks
+    aligned = [2] + [3000 + 5 * i for i in range(255)]  # 256 tokens: its blocks end where the answer starts
+    first = [(passage, [600, 1]), (aligned, [700, 800, 1])]
+    # the same prompts again: read from the cache; for `aligned` the cache covers the row that
+    # predicts the answer's first token, so that request is scored again without it
+    second = [(passage + [11, 12], [650, 1]), (passage, [600, 1]), (aligned, [700, 800, 1])]
+    hf_model = load_generator("hf", str(tiny_model_dir), dtype="float32")
+    engine = load_generator("vllm", str(tiny_model_dir), max_model_len=512, dtype="float32")
     try:
-        vllm = engine.score(prompts, continuations)
+        got = engine.score(prompts, continuations)
+        got_first = engine.score([p for p, _ in first], [c for _, c in first])
+        cached_before = engine.cached_prompt_tokens
+        got_second = engine.score([p for p, _ in second], [c for _, c in second])
+        cached = engine.cached_prompt_tokens - cached_before
     finally:
         engine.close()
-    assert vllm == pytest.approx(hf, abs=1e-3)
+    assert got == pytest.approx(hf_model.score(prompts, continuations), abs=1e-3)
+    assert got_first == pytest.approx(hf_model.score([p for p, _ in first], [c for _, c in first]), abs=1e-3)
+    assert got_second == pytest.approx(hf_model.score([p for p, _ in second], [c for _, c in second]), abs=1e-3)
+    assert got_second[1] == pytest.approx(got_first[0], abs=1e-4) and got_second[2] == pytest.approx(got_first[1], abs=1e-4)
+    assert cached >= 3 * 256  # each of the three read two blocks from the cache
 
 
 def test_koqa_eval_with_two_adapters_writes_the_ensemble(tmp_path, dacon_train, tiny_model_dir, tiny_loras):
