@@ -72,8 +72,8 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
         settings = {"data": data, "model": member.model, "adapter": member.adapter_dir,
                     "template": member.template_name, "max_length": member.max_length, "span": config.span}
         scored = score_and_report(records, own, member_out, config, settings, {"backend": generated["backend"]})
-        member_metrics.append({"adapter": str(adapter), **{k: v for k, v in scored["metrics"].items()
-                                                          if k in ("f1", "exact_match")}})
+        member_metrics.append({"adapter": str(adapter), **{name: value for name, value in scored["metrics"].items()
+                                                          if name in ("f1", "exact_match")}})
 
     # 2. where they differ, every member scores every candidate
     candidates = {r.id: candidate_answers([a[r.id] for a in answers]) for r in records}
