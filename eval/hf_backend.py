@@ -46,6 +46,17 @@ class HFGenerator:
         self._stop_cache: dict[tuple, list[int]] = {}
         self._torch = torch
 
+    def _left_padded(self, sequences):
+        """(ids, attention mask) with every sequence ending at the same, last column."""
+        torch = self._torch
+        width = max(len(seq) for seq in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        return ids, mask
+
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
         torch = self._torch
         stops = tuple(params.stop)
@@ -56,12 +67,8 @@ class HFGenerator:
         out: list[str] = [""] * len(prompts)
         for start in range(0, len(order), params.batch_size):
             batch = order[start: start + params.batch_size]
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every prompt ends at the same column
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+            ids, mask = self._left_padded([prompts[i] for i in batch])
+            width = ids.shape[1]
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                           max_new_tokens=params.max_new_tokens, do_sample=False,
@@ -82,13 +89,8 @@ class HFGenerator:
         for start in range(0, len(order), batch_size):
             batch = order[start: start + batch_size]
             sequences = [list(prompts[i]) + list(continuations[i]) for i in batch]
-            width = max(len(s) for s in sequences)
             keep = max(len(continuations[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(sequences):
-                ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
+            ids, mask = self._left_padded(sequences)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
