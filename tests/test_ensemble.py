@@ -100,6 +100,39 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
         run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=again)
 
 
+def test_a_single_run_s_answers_copied_into_a_member_folder_are_not_generated_again(tmp_path, dacon_train,
+                                                                                   default_model_dir):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from koqa.eval.evaluate import run_eval
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    adapters = [_adapter(tmp_path / "a", b"first"), _adapter(tmp_path / "b", b"second")]
+    second = list(GOLD)
+    second[0] = "부산"
+    run_eval(str(dacon_train), str(tmp_path / "single-a"), EvalConfig(), adapters[0],
+             generator=ScriptedMember(GOLD, {}, tokenizer))
+    out = tmp_path / "ensemble"
+    (out / "member-1").mkdir(parents=True)
+    shutil.copy(tmp_path / "single-a" / "generations.jsonl", out / "member-1" / "generations.jsonl")
+    member_1 = ScriptedMember([], {GOLD[0]: -1.0, "부산": -2.0}, tokenizer)  # has no answers to give
+    member_2 = ScriptedMember(second, {GOLD[0]: -1.0, "부산": -0.5}, tokenizer)
+    result = run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=[member_1, member_2])
+    assert member_1.generated == 0 and member_2.generated == len(GOLD)
+    assert result["metrics"]["members"][0]["exact_match"] == pytest.approx(1.0)
+    assert result["metrics"]["disputed"] == 1 and sorted(member_1.scored) == sorted([GOLD[0], "부산"])
+
+    # answers of another adapter are refused, not mixed in
+    other = tmp_path / "ensemble-other"
+    (other / "member-2").mkdir(parents=True)
+    shutil.copy(tmp_path / "single-a" / "generations.jsonl", other / "member-2" / "generations.jsonl")
+    with pytest.raises(KoqaError, match="other settings"):
+        run_ensemble_eval(str(dacon_train), str(other), EvalConfig(), adapters,
+                          generators=[ScriptedMember(GOLD, {}, tokenizer), ScriptedMember(second, {}, tokenizer)])
+
+
 def test_an_ensemble_needs_two_different_adapters(tmp_path, dacon_train):
     adapter = _adapter(tmp_path / "a", b"w")
     with pytest.raises(KoqaError, match="at least two adapters"):
@@ -171,7 +204,9 @@ def test_vllm_scores_match_transformers_with_and_without_the_prefix_cache(tiny_m
     engine = load_generator("vllm", str(tiny_model_dir), max_model_len=512, dtype="float32")
     try:
         got = engine.score(prompts, continuations)
+        cached_before = engine.cached_prompt_tokens
         got_first = engine.score([p for p, _ in first], [c for _, c in first])
+        cached_first = engine.cached_prompt_tokens - cached_before
         cached_before = engine.cached_prompt_tokens
         got_second = engine.score([p for p, _ in second], [c for _, c in second])
         cached = engine.cached_prompt_tokens - cached_before
@@ -182,6 +217,8 @@ def test_vllm_scores_match_transformers_with_and_without_the_prefix_cache(tiny_m
     assert got_second == pytest.approx(hf_model.score([p for p, _ in second], [c for _, c in second]), abs=1e-3)
     assert got_second[1] == pytest.approx(got_first[0], abs=1e-4) and got_second[2] == pytest.approx(got_first[1], abs=1e-4)
     assert cached >= 3 * 256  # each of the three read two blocks from the cache
+    # prompts never seen before are prefilled first, so even the first call reads the passage's blocks
+    assert cached_first >= 256
 
 
 def test_koqa_eval_with_two_adapters_writes_the_ensemble(tmp_path, dacon_train, tiny_model_dir, tiny_loras):
