@@ -103,7 +103,7 @@ class VLLMGenerator:
 
         scores: list[float | None] = [None] * len(prompts)
         redo = []
-        for i, output in zip(range(len(prompts)), run(range(len(prompts)), read_cache=True)):
+        for i, output in enumerate(run(range(len(prompts)), read_cache=True)):
             cached = output.num_cached_tokens or 0
             self.cached_prompt_tokens += cached
             if cached > len(prompts[i]) - 1:  # the row predicting the first answer token was not computed
