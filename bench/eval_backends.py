@@ -1,11 +1,13 @@
 """Evaluation speed and zero-shot quality of the default model.
 
     .venv/bin/python bench/eval_backends.py [--questions 200] [--agreement] [--vllm-compile] [--full-eval]
+        [--chunk-sizes 1024,2048]
 
 1. Throughput (questions/s) on the first N KorQuAD evaluation questions: the transformers backend
    at several batch sizes and the vLLM backend (eager with and without prefix caching, and with
    --vllm-compile also torch.compile, with and without prefix caching; and one row with vLLM's own
-   CPU thread and chunk settings in place of koqa's),
+   CPU thread and chunk settings in place of koqa's; with --chunk-sizes also eager, caching off, with
+   other prefill chunk sizes than koqa's),
    as a ratio; achieved model FLOP/s against this machine's measured bf16 matmul FLOP/s, and the rate
    the model's own weight matmuls reach alone (what the matrix shapes allow).
    Greedy-answer agreement between the backends in bf16, with --agreement also against two
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--agreement", action="store_true",
                         help="also compare greedy answers: transformers batch 1, and both backends in float32")
     parser.add_argument("--vllm-compile", action="store_true", help="also time vLLM with torch.compile (CPU)")
+    parser.add_argument("--chunk-sizes", default="",
+                        help="also time vLLM eager, caching off, with these prefill chunk sizes (tokens)")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -104,17 +108,19 @@ def main() -> None:
         answers["hf-1"] = hf.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=1))
     del hf
     if vllm_available():
-        variants = [("eager", False, True), ("eager, prefix caching off", False, False),
-                    (VLLM_CPU_DEFAULTS, False, False)]
-        variants += [("torch.compile", True, True), ("torch.compile, prefix caching off", True, False)] \
+        variants = [("eager", False, True, None), ("eager, prefix caching off", False, False, None),
+                    (VLLM_CPU_DEFAULTS, False, False, 4096)]
+        variants += [(f"eager, prefix caching off, {int(n):,}-token chunks", False, False, int(n))
+                     for n in args.chunk_sizes.split(",") if n]
+        variants += [("torch.compile", True, True, None), ("torch.compile, prefix caching off", True, False, None)] \
             if args.vllm_compile else []
-        for label, compile_, caching in variants:
+        for label, compile_, caching, chunk in variants:
             started = time.perf_counter()
             # the row with vLLM's own settings undoes koqa's: a core kept for the scheduler, 4,096-token chunks
             vllms_own = label == VLLM_CPU_DEFAULTS
             with mock.patch.dict(os.environ, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"} if vllms_own else {}):
                 vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, compile=compile_,
-                                      prefix_caching=caching, max_num_batched_tokens=4096 if vllms_own else None)
+                                      prefix_caching=caching, max_num_batched_tokens=chunk)
             startup = time.perf_counter() - started
             started = time.perf_counter()
             out = vllm.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW))

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 # bench/eval_backends.py), so up to here every core goes to the worker.
 ALL_CORES_TO_WORKER_UP_TO = 4
 # Prefill chunks of 1,536 tokens beat vLLM's CPU default of 4,096 on 2 cores: a smaller chunk's
-# activations stay in cache. Eager, prefix caching off, of the bf16 matmul peak: 0.66 against 0.64 for
-# 2,048 and 0.46 for 8,192 on one machine; 0.715 against 0.68 (1,024) and 0.67 (2,048) on another.
+# activations stay in cache. Eager, prefix caching off, of the bf16 matmul peak: 0.66 against 0.66 for
+# 1,024, 0.64 for 2,048 and 0.46 for 8,192 on one machine; 0.65 against 0.67 (1,024) and 0.63 (2,048)
+# on another (bench/eval_backends.py --chunk-sizes 1024,2048).
 CPU_MAX_NUM_BATCHED_TOKENS = 1536
 
 
