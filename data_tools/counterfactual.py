@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from koqa.data_tools.morphemes import final_consonant, kiwi
 from koqa.data_tools.records import QARecord
@@ -83,7 +83,7 @@ def _swap(text: str, mapping: dict[str, str]) -> tuple[str, list[tuple[int, int,
     pieces, spans, last, shift = [], [], 0, 0
     for m in pattern.finditer(text):
         new = mapping[m.group(0)]
-        pieces += [text[last:m.start()], new]
+        pieces += [text[last : m.start()], new]
         spans.append((m.start(), m.end(), m.start() + shift, m.start() + shift + len(new)))
         shift += len(new) - (m.end() - m.start())
         last = m.end()
@@ -138,8 +138,12 @@ def counterfactual_copies(records: Sequence[QARecord], copies: int, seed: int = 
                 pool = pools[kinds[a]]
                 for _ in range(20):  # a few random draws: the pools hold up to hundreds of answers
                     new = rng.choice(pool)
-                    if new != a and new not in context and new not in mapping.values() and \
-                            not any(new in b or b in new for b in answers):
+                    if (
+                        new != a
+                        and new not in context
+                        and new not in mapping.values()
+                        and not any(new in b or b in new for b in answers)
+                    ):
                         mapping[a] = new
                         break
             if not mapping:
@@ -153,15 +157,27 @@ def counterfactual_copies(records: Sequence[QARecord], copies: int, seed: int = 
                 start = r.first_answer_start()
                 new_answer = mapping.get(answer, answer)
                 new_start = _moved(start, spans) if start >= 0 else None
-                if new_start is None or new_context[new_start:new_start + len(new_answer)] != new_answer:
+                if new_start is None or new_context[new_start : new_start + len(new_answer)] != new_answer:
                     count(left_out, "the answer's place in the passage overlaps a swapped answer")
                     continue
                 if answer not in mapping:
-                    count(kept, "answer nested in another answer on the passage" if answer in nested
-                          else "no answer of the same kind to swap in")
+                    count(
+                        kept,
+                        "answer nested in another answer on the passage"
+                        if answer in nested
+                        else "no answer of the same kind to swap in",
+                    )
                 question = _swap(r.question, mapping)[0]
-                out.append(replace(r, id=f"{r.id}#cf{copy}", context=new_context, question=question,
-                                   answers=[new_answer], answer_starts=[new_start]))
+                out.append(
+                    replace(
+                        r,
+                        id=f"{r.id}#cf{copy}",
+                        context=new_context,
+                        question=question,
+                        answers=[new_answer],
+                        answer_starts=[new_start],
+                    )
+                )
                 made += 1
             passages += made > 0
     return CounterfactualCopies(out, passages, kept, left_out)

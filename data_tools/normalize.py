@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from koqa.data_tools.morphemes import PARTICLE_PREFIX, kiwi
 from koqa.errors import KoqaError
@@ -24,8 +24,21 @@ from koqa.errors import KoqaError
 Normalizer = Callable[[str], str]
 
 _WHITESPACE = re.compile(r"\s+")
-PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", "《": "》", "〈": "〉", "「": "」", "『": "』",
-         "【": "】", "“": "”", "‘": "’", '"': '"', "'": "'"}
+PAIRS = {
+    "(": ")",
+    "[": "]",
+    "{": "}",
+    "<": ">",
+    "《": "》",
+    "〈": "〉",
+    "「": "」",
+    "『": "』",
+    "【": "】",
+    "“": "”",
+    "‘": "’",
+    '"': '"',
+    "'": "'",
+}
 _OPENERS = set(PAIRS)
 _CLOSERS = set(PAIRS.values())
 _END_PUNCT = ".,;:!?…·~、。，"
@@ -106,8 +119,9 @@ DEFAULT_STEPS = ("nfc", "whitespace")
 def build_normalizer(steps: Sequence[str] = DEFAULT_STEPS) -> Normalizer:
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        raise KoqaError(f"unknown answer normalisation step(s) {unknown}; known: {sorted(STEPS)}",
-                        field="answer_normalization")
+        raise KoqaError(
+            f"unknown answer normalisation step(s) {unknown}; known: {sorted(STEPS)}", field="answer_normalization"
+        )
     chain = [STEPS[s] for s in steps]
 
     def normalize(text: str) -> str:

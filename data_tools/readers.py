@@ -19,8 +19,8 @@ from koqa.errors import KoqaError
 
 DACON_TRAIN_COLUMNS = ("id", "context", "question", "answer")
 DACON_TEST_COLUMNS = ("id", "context", "question")
-SUBMISSION_COLUMNS = ("id", "answer")
 ON_BAD_ROW = ("fail", "skip")
+FORMATS = ("auto", "dacon", "squad", "jsonl")
 
 
 @dataclass
@@ -39,8 +39,13 @@ class _BadRowPolicy:
 
     def __call__(self, file: str, row: object, field_name: str, reason: str, fix: str | None = None):
         if self.on_bad_row == "fail":
-            raise KoqaError(reason, file=file, row=row, field=field_name,
-                            fix=fix or "fix the row, or pass --on-bad-row skip to exclude it")
+            raise KoqaError(
+                reason,
+                file=file,
+                row=row,
+                field=field_name,
+                fix=fix or "fix the row, or pass --on-bad-row skip to exclude it",
+            )
         self.bad.append(BadRow(file, str(row), field_name, reason))
 
 
@@ -55,15 +60,22 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         return raw.decode(codec)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise KoqaError(f"bytes at offset {exc.start} are not valid {encoding}", file=str(path),
-                        row=line, fix="if the file is CP949/EUC-KR, pass --encoding cp949") from None
+        raise KoqaError(
+            f"bytes at offset {exc.start} are not valid {encoding}",
+            file=str(path),
+            row=line,
+            fix="if the file is CP949/EUC-KR, pass --encoding cp949",
+        ) from None
     except LookupError:
         raise KoqaError(f"unknown encoding '{encoding}'", file=str(path)) from None
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or \
-        (isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan"))
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and (not value.strip() or value.strip().lower() == "nan"))
+    )
 
 
 def _parse_answer_field(value: str) -> list[str]:
@@ -93,10 +105,15 @@ def read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple
     if missing:
         first = ",".join(header)
         if len(header) == 1 and any(sep in first for sep in ("\t", ";", "|")):
-            raise KoqaError("the header is one column: wrong delimiter", file=str(path), row=1,
-                            fix="koqa reads comma-separated files; re-save it as CSV with commas")
-        raise KoqaError(f"missing column(s) {', '.join(missing)}; the header has {header}",
-                        file=str(path), row=1, field=missing[0])
+            raise KoqaError(
+                "the header is one column: wrong delimiter",
+                file=str(path),
+                row=1,
+                fix="koqa reads comma-separated files; re-save it as CSV with commas",
+            )
+        raise KoqaError(
+            f"missing column(s) {', '.join(missing)}; the header has {header}", file=str(path), row=1, field=missing[0]
+        )
     rows = []
     line_no = previous_end = reader.line_num
     try:
@@ -106,9 +123,12 @@ def read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
-                raise KoqaError(f"has {len(values)} fields, the header has {len(header)}",
-                                file=str(path), row=line_no,
-                                fix="quote fields that contain commas or newlines")
+                raise KoqaError(
+                    f"has {len(values)} fields, the header has {len(header)}",
+                    file=str(path),
+                    row=line_no,
+                    fix="quote fields that contain commas or newlines",
+                )
             rows.append((line_no, dict(zip(header, values))))
     except csv.Error as exc:
         raise KoqaError(f"not a readable CSV: {exc}", file=str(path), row=line_no) from None
@@ -117,8 +137,14 @@ def read_csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> tuple
     return header, rows
 
 
-def read_dacon_csv(path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8",
-                   require_answers: bool | None = None, check_span: bool = True) -> ReadResult:
+def read_dacon_csv(
+    path: str | Path,
+    *,
+    on_bad_row: str = "fail",
+    encoding: str = "utf-8",
+    require_answers: bool | None = None,
+    check_span: bool = True,
+) -> ReadResult:
     """Read a Dacon `train.csv` (with `answer`) or `test.csv` (without)."""
     path = Path(path)
     bad = _BadRowPolicy(on_bad_row)
@@ -144,17 +170,32 @@ def read_dacon_csv(path: str | Path, *, on_bad_row: str = "fail", encoding: str 
         answers = _parse_answer_field(row["answer"]) if has_answers else []
         starts = [context.find(a) for a in answers]
         if has_answers and check_span and all(s < 0 for s in starts):
-            bad(file, line_no, "answer", f"answer '{answers[0][:40]}' does not occur in the context",
-                fix="correct the answer, or pass --on-bad-row skip")
+            bad(
+                file,
+                line_no,
+                "answer",
+                f"answer '{answers[0][:40]}' does not occur in the context",
+                fix="correct the answer, or pass --on-bad-row skip",
+            )
             continue
-        result.records.append(QARecord(id=rid, context=context, question=question, answers=answers,
-                                       answer_starts=starts, source=file, row=str(line_no)))
+        result.records.append(
+            QARecord(
+                id=rid,
+                context=context,
+                question=question,
+                answers=answers,
+                answer_starts=starts,
+                source=file,
+                row=str(line_no),
+            )
+        )
     result.bad_rows = bad.bad
     return result
 
 
-def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8",
-                    check_span: bool = True) -> ReadResult:
+def read_squad_json(
+    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+) -> ReadResult:
     """Read SQuAD v1.1 / KorQuAD 1.0 JSON: data[].paragraphs[].qas[].answers[]."""
     path = Path(path)
     file = str(path)
@@ -166,8 +207,12 @@ def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str
     except json.JSONDecodeError as exc:
         raise KoqaError(f"not valid JSON: {exc.msg}", file=file, row=f"line {exc.lineno}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise KoqaError("not SQuAD JSON: expected an object with a list 'data'", file=file,
-                        field="data", fix="SQuAD files look like {\"data\": [{\"paragraphs\": [...]}]}")
+        raise KoqaError(
+            "not SQuAD JSON: expected an object with a list 'data'",
+            file=file,
+            field="data",
+            fix='SQuAD files look like {"data": [{"paragraphs": [...]}]}',
+        )
     bad = _BadRowPolicy(on_bad_row)
     result = ReadResult()
     seen: dict[str, str] = {}
@@ -175,15 +220,18 @@ def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str
     for a_i, article in enumerate(doc["data"]):
         where_a = f"data[{a_i}]"
         if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            raise KoqaError("not SQuAD JSON: expected a list 'paragraphs'", file=file, row=where_a,
-                            field="paragraphs")
+            raise KoqaError("not SQuAD JSON: expected a list 'paragraphs'", file=file, row=where_a, field="paragraphs")
         title = str(article.get("title", ""))
         for p_i, para in enumerate(article["paragraphs"]):
             where_p = f"{where_a}.paragraphs[{p_i}]"
-            if not isinstance(para, dict) or not isinstance(para.get("qas"), list) \
-                    or not isinstance(para.get("context"), str):
-                raise KoqaError("not SQuAD JSON: expected 'context' (text) and 'qas' (list)",
-                                file=file, row=where_p, field="qas")
+            if (
+                not isinstance(para, dict)
+                or not isinstance(para.get("qas"), list)
+                or not isinstance(para.get("context"), str)
+            ):
+                raise KoqaError(
+                    "not SQuAD JSON: expected 'context' (text) and 'qas' (list)", file=file, row=where_p, field="qas"
+                )
             context = para["context"]
             for q_i, qa in enumerate(para["qas"]):
                 where = f"{where_p}.qas[{q_i}]"
@@ -209,9 +257,14 @@ def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str
                     continue
                 raw_answers = qa.get("answers", [])
                 if not isinstance(raw_answers, list) or not all(
-                        isinstance(a, dict) and isinstance(a.get("text"), str) for a in raw_answers):
-                    raise KoqaError("not SQuAD JSON: answers must be a list of {text, answer_start}",
-                                    file=file, row=row, field="answers")
+                    isinstance(a, dict) and isinstance(a.get("text"), str) for a in raw_answers
+                ):
+                    raise KoqaError(
+                        "not SQuAD JSON: answers must be a list of {text, answer_start}",
+                        file=file,
+                        row=row,
+                        field="answers",
+                    )
                 answers = [a["text"] for a in raw_answers]
                 if raw_answers and any(_is_missing(a) for a in answers):
                     bad(file, row, "answers", "an answer text is empty")
@@ -219,16 +272,25 @@ def read_squad_json(path: str | Path, *, on_bad_row: str = "fail", encoding: str
                 starts = []
                 for a in raw_answers:
                     start = a.get("answer_start", -1)
-                    if not (isinstance(start, int) and context[start:start + len(a["text"])] == a["text"]):
+                    if not (isinstance(start, int) and context[start : start + len(a["text"])] == a["text"]):
                         start = context.find(a["text"])
                     starts.append(start)
                 if answers and check_span and all(s < 0 for s in starts):
                     bad(file, row, "answers", f"answer '{answers[0][:40]}' does not occur in the context")
                     continue
                 any_answers = any_answers or bool(answers)
-                result.records.append(QARecord(id=rid, context=context, question=qa["question"].strip(),
-                                               answers=answers, answer_starts=starts, source=file,
-                                               row=where, title=title))
+                result.records.append(
+                    QARecord(
+                        id=rid,
+                        context=context,
+                        question=qa["question"].strip(),
+                        answers=answers,
+                        answer_starts=starts,
+                        source=file,
+                        row=where,
+                        title=title,
+                    )
+                )
     result.has_answers = any_answers
     result.bad_rows = bad.bad
     return result
@@ -242,12 +304,16 @@ def detect_format(path: str | Path) -> str:
         return "squad"
     if suffix == ".jsonl":
         return "jsonl"
-    raise KoqaError(f"cannot tell the format from the extension '{suffix}'", file=str(path),
-                    fix="pass --format dacon or --format squad")
+    raise KoqaError(
+        f"cannot tell the format from the extension '{suffix}'",
+        file=str(path),
+        fix="pass --format dacon or --format squad",
+    )
 
 
-def read_records(path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail",
-                 encoding: str = "utf-8", check_span: bool = True) -> ReadResult:
+def read_records(
+    path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+) -> ReadResult:
     """Read any supported file: Dacon CSV, SQuAD JSON, or a koqa-processed JSONL."""
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "dacon":
@@ -283,8 +349,12 @@ def read_predictions_with_rows(path: str | Path, encoding: str = "utf-8") -> tup
         preds: dict[str, str] = {}
         for key, value in doc.items():
             if value is not None and not isinstance(value, str):
-                raise KoqaError(f"the answer for id '{key}' is a JSON {type(value).__name__}, not a string",
-                                file=file, field="answer", fix="write every answer as a string")
+                raise KoqaError(
+                    f"the answer for id '{key}' is a JSON {type(value).__name__}, not a string",
+                    file=file,
+                    field="answer",
+                    fix="write every answer as a string",
+                )
             preds[str(key)] = value or ""
         return preds, {k: f"id '{k}'" for k in preds}
     header, rows = read_csv_rows(path, encoding, ("id",))

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from koqa.data_tools.records import QARecord
 
 
 def _key(context: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}\u0000{context}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{seed}\u0000{context}".encode()).hexdigest()
 
 
-def split_by_context(records: Sequence[QARecord], validation_fraction: float = 0.1,
-                     seed: int = 0) -> tuple[list[QARecord], list[QARecord]]:
+def split_by_context(
+    records: Sequence[QARecord], validation_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[QARecord], list[QARecord]]:
     """Group questions by context, order the groups by a seeded hash, and fill validation first.
 
     The same input, fraction and seed always give the same split, whatever the row order.
     """
     if not 0 <= validation_fraction < 1:
         raise ValueError("validation_fraction must be in [0, 1)")
-    groups: "OrderedDict[str, list[QARecord]]" = OrderedDict()
+    groups: OrderedDict[str, list[QARecord]] = OrderedDict()
     for record in records:
         groups.setdefault(record.context, []).append(record)
     target = round(validation_fraction * len(records))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def token_counts(tokenizer, texts: Sequence[str], batch_size: int = 1024) -> lis
     uniq, pos = _unique(texts)
     counts: list[int] = []
     for i in range(0, len(uniq), batch_size):
-        enc = tokenizer(uniq[i: i + batch_size], add_special_tokens=False)
+        enc = tokenizer(uniq[i : i + batch_size], add_special_tokens=False)
         counts.extend(len(ids) for ids in enc["input_ids"])
     return [counts[p] for p in pos]
 
@@ -59,8 +59,9 @@ def morpheme_counts(texts: Sequence[str]) -> tuple[list[int], list[int]]:
     return [morphemes[p] for p in pos], [sentences[p] for p in pos]
 
 
-def count_records(records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
-                  ) -> list[RecordCounts]:
+def count_records(
+    records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
+) -> list[RecordCounts]:
     """Counts for every record; `frame_lengths(questions)` gives the prompt tokens around the context."""
     contexts = [r.context for r in records]
     questions = [r.question for r in records]
@@ -72,8 +73,20 @@ def count_records(records: Sequence[QARecord], tokenizer, frame_lengths: Callabl
     ctx_m, ctx_s = morpheme_counts(contexts)
     q_m, _ = morpheme_counts(questions)
     a_m, _ = morpheme_counts(answers)
-    return [RecordCounts(ctx_tok[i], q_tok[i], a_tok[i], frame[i] + ctx_tok[i], ctx_m[i], q_m[i], a_m[i],
-                         ctx_s[i], len(answers[i].split())) for i in range(len(records))]
+    return [
+        RecordCounts(
+            ctx_tok[i],
+            q_tok[i],
+            a_tok[i],
+            frame[i] + ctx_tok[i],
+            ctx_m[i],
+            q_m[i],
+            a_m[i],
+            ctx_s[i],
+            len(answers[i].split()),
+        )
+        for i in range(len(records))
+    ]
 
 
 def count_records_per_row(records: Sequence[QARecord], tokenizer, renderer) -> list[RecordCounts]:
@@ -83,15 +96,20 @@ def count_records_per_row(records: Sequence[QARecord], tokenizer, renderer) -> l
     for r in records:
         answer = r.answers[0] if r.answers else ""
         ctx_tokens = analyser.tokenize(r.context)
-        out.append(RecordCounts(
-            len(tokenizer(r.context, add_special_tokens=False).input_ids),
-            len(tokenizer(r.question, add_special_tokens=False).input_ids),
-            len(tokenizer(answer, add_special_tokens=False).input_ids),
-            renderer.prompt_length(r.context, r.question),
-            len(ctx_tokens), len(analyser.tokenize(r.question)), len(analyser.tokenize(answer)),
-            sum(1 for t in ctx_tokens if t.tag == SENTENCE_FINAL)
-            + int(bool(ctx_tokens) and ctx_tokens[-1].tag != SENTENCE_FINAL),
-            len(answer.split())))
+        out.append(
+            RecordCounts(
+                len(tokenizer(r.context, add_special_tokens=False).input_ids),
+                len(tokenizer(r.question, add_special_tokens=False).input_ids),
+                len(tokenizer(answer, add_special_tokens=False).input_ids),
+                renderer.prompt_length(r.context, r.question),
+                len(ctx_tokens),
+                len(analyser.tokenize(r.question)),
+                len(analyser.tokenize(answer)),
+                sum(1 for t in ctx_tokens if t.tag == SENTENCE_FINAL)
+                + int(bool(ctx_tokens) and ctx_tokens[-1].tag != SENTENCE_FINAL),
+                len(answer.split()),
+            )
+        )
     return out
 
 
@@ -112,8 +130,9 @@ def special_characters(texts: Sequence[str], top: int = 20) -> dict[str, int]:
     return dict(counter.most_common(top))
 
 
-def build_stats(records: Sequence[QARecord], counts: Sequence[RecordCounts], *, max_length: int,
-                answer_in_context: Sequence[bool]) -> dict:
+def build_stats(
+    records: Sequence[QARecord], counts: Sequence[RecordCounts], *, max_length: int, answer_in_context: Sequence[bool]
+) -> dict:
     field_names = RecordCounts.__dataclass_fields__
     has_answers = [bool(r.answers) for r in records]
     stats = {
@@ -122,11 +141,13 @@ def build_stats(records: Sequence[QARecord], counts: Sequence[RecordCounts], *, 
         "with_answers": int(sum(has_answers)),
         "max_length": max_length,
         "prompts_over_max_length": int(sum(c.prompt_tokens > max_length for c in counts)),
-        "answer_in_context_rate": (round(sum(answer_in_context) / sum(has_answers), 4)
-                                   if any(has_answers) else None),
-        "distributions": {name: distribution([getattr(c, name) for c, a in zip(counts, has_answers)
-                                               if a or not name.startswith("answer")])
-                          for name in field_names},
+        "answer_in_context_rate": (round(sum(answer_in_context) / sum(has_answers), 4) if any(has_answers) else None),
+        "distributions": {
+            name: distribution(
+                [getattr(c, name) for c, a in zip(counts, has_answers) if a or not name.startswith("answer")]
+            )
+            for name in field_names
+        },
         "special_characters": {
             "answers": special_characters([r.answers[0] for r in records if r.answers]),
             "questions": special_characters([r.question for r in records]),
@@ -137,19 +158,30 @@ def build_stats(records: Sequence[QARecord], counts: Sequence[RecordCounts], *, 
 
 
 def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> str:
-    lines = [f"# {title}", "",
-             f"- records: {stats['records']} ({stats['distinct_contexts']} distinct contexts, "
-             f"{stats['with_answers']} with answers)",
-             f"- prompts over max_length ({stats['max_length']} tokens): {stats['prompts_over_max_length']}"
-             " (their context is shortened; instruction, question and answer cue are kept)"]
+    lines = [
+        f"# {title}",
+        "",
+        f"- records: {stats['records']} ({stats['distinct_contexts']} distinct contexts, "
+        f"{stats['with_answers']} with answers)",
+        f"- prompts over max_length ({stats['max_length']} tokens): {stats['prompts_over_max_length']}"
+        " (their context is shortened; instruction, question and answer cue are kept)",
+    ]
     if stats["answer_in_context_rate"] is not None:
         lines.append(f"- normalised answer still a span of its context: {stats['answer_in_context_rate']:.2%}")
-    lines += ["", "## Length distributions", "",
-              "| field | mean | min | p50 | p90 | p95 | p99 | max |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Length distributions",
+        "",
+        "| field | mean | min | p50 | p90 | p95 | p99 | max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, d in stats["distributions"].items():
         if d.get("count"):
-            lines.append(f"| {name} | {d['mean']} | {d['min']:g} | " +
-                         " | ".join(f"{d[f'p{p}']:g}" for p in PERCENTILES) + f" | {d['max']:g} |")
+            lines.append(
+                f"| {name} | {d['mean']} | {d['min']:g} | "
+                + " | ".join(f"{d[f'p{p}']:g}" for p in PERCENTILES)
+                + f" | {d['max']:g} |"
+            )
     lines += ["", "## Special characters (most frequent)", ""]
     for where, freq in stats["special_characters"].items():
         shown = ", ".join(f"`{ch}` {n}" for ch, n in freq.items()) or "none"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from koqa.data_tools.morphemes import final_consonant, kiwi
 from koqa.data_tools.records import QARecord
@@ -36,8 +36,37 @@ _DATE_UNITS = {"년", "월", "일", "년대", "세기"}
 _AFTER_CONSONANT = {"가": "이", "를": "을", "는": "은", "와": "과", "로": "으로", "랑": "이랑", "나": "이나"}
 _AFTER_VOWEL = {v: k for k, v in _AFTER_CONSONANT.items()}
 # nouns that end no answer: dependent nouns ("것", "때") and places relative to something ("밑", "사이")
-_NOT_ANSWERS = {"것", "수", "때", "등", "중", "뒤", "후", "전", "데", "바", "적", "듯", "채", "뿐", "측",
-                "밑", "위", "아래", "앞", "안", "속", "밖", "옆", "사이", "이후", "이전", "당시", "동안", "경우"}
+_NOT_ANSWERS = {
+    "것",
+    "수",
+    "때",
+    "등",
+    "중",
+    "뒤",
+    "후",
+    "전",
+    "데",
+    "바",
+    "적",
+    "듯",
+    "채",
+    "뿐",
+    "측",
+    "밑",
+    "위",
+    "아래",
+    "앞",
+    "안",
+    "속",
+    "밖",
+    "옆",
+    "사이",
+    "이후",
+    "이전",
+    "당시",
+    "동안",
+    "경우",
+}
 
 
 MAX_QUESTION_CHARS = 70  # real KorQuAD questions are shorter than most sentences
@@ -94,12 +123,12 @@ def _answers_in(sentence: str) -> list[tuple[int, int, str, int]]:
         j = i
         while j > 0 and tokens[j - 1].tag in _NOUNISH:
             prev, nxt = tokens[j - 1], tokens[j]
-            gap = sentence[prev.start + prev.len: nxt.start]
+            gap = sentence[prev.start + prev.len : nxt.start]
             if gap not in ("", " "):
                 break
             j -= 1
         run = tokens[j:i]
-        if not run or sentence[run[0].start - 1: run[0].start] not in ("", " ", "(", "\u201c", "'", '"'):
+        if not run or sentence[run[0].start - 1 : run[0].start] not in ("", " ", "(", "\u201c", "'", '"'):
             continue  # starts inside a word whose first part is not a noun
         start, end = run[0].start, run[-1].start + run[-1].len
         if end != tok.start:
@@ -110,7 +139,7 @@ def _answers_in(sentence: str) -> list[tuple[int, int, str, int]]:
         words = answer.split(" ")
         numbered = [k for k, word in enumerate(words) if any(c.isdigit() for c in word)]
         if numbered:
-            words = words[numbered[-1] + 1:] if numbered[-1] < len(words) - 1 else words[numbered[0]:]
+            words = words[numbered[-1] + 1 :] if numbered[-1] < len(words) - 1 else words[numbered[0] :]
         words = words[-4:]
         if len(words) < len(answer.split(" ")):
             start = end - len(" ".join(words))
@@ -118,7 +147,7 @@ def _answers_in(sentence: str) -> list[tuple[int, int, str, int]]:
             start = max(start, run[0].start)
             answer = sentence[start:end]
         tags = [t.tag for t in run]
-        particle = sentence[tok.start: tok.start + tok.len]
+        particle = sentence[tok.start : tok.start + tok.len]
         if len(answer) < 2 or run[-1].form in _NOT_ANSWERS or tags[-1] == "NNB" and "SN" not in tags:
             continue
         if j > 0 and (tokens[j - 1].tag == "MM" or tokens[j - 1].tag == "NP"):
@@ -132,7 +161,7 @@ def _answers_in(sentence: str) -> list[tuple[int, int, str, int]]:
                     continue
                 wh = "언제" + ("" if particle == "에" else particle)
             elif len(run) >= 2 and run[1].tag in ("NNB", "NNG") and run[1].start == run[0].start + run[0].len:
-                unit = sentence[run[1].start: end]
+                unit = sentence[run[1].start : end]
                 if " " in unit or len(run) > 3:
                     continue
                 wh = "몇 " + unit + _particle_after(unit, particle)
@@ -189,9 +218,12 @@ def synthetic_questions(records: Sequence[QARecord], per_passage: int, seed: int
         taken = {a for r in group for a in r.answers}
         per_sentence = []
         for sent in kiwi().split_into_sents(context):
-            made = [(q, a, sent.start + s) for q, a, s in questions_from_sentence(context[sent.start:sent.end])
-                    if a not in taken]
-            made = [m for m in made if context[m[2]: m[2] + len(m[1])] == m[1]]
+            made = [
+                (q, a, sent.start + s)
+                for q, a, s in questions_from_sentence(context[sent.start : sent.end])
+                if a not in taken
+            ]
+            made = [m for m in made if context[m[2] : m[2] + len(m[1])] == m[1]]
             if made:
                 per_sentence.append(made)
         candidates += sum(len(m) for m in per_sentence)
@@ -204,9 +236,18 @@ def synthetic_questions(records: Sequence[QARecord], per_passage: int, seed: int
             if answer in taken:
                 continue
             taken.add(answer)
-            chosen.append(QARecord(id=f"{group[0].id}#syn{len(chosen) + 1}", context=context, question=question,
-                                   answers=[answer], answer_starts=[start], source=group[0].source,
-                                   row=group[0].row, title=group[0].title))
+            chosen.append(
+                QARecord(
+                    id=f"{group[0].id}#syn{len(chosen) + 1}",
+                    context=context,
+                    question=question,
+                    answers=[answer],
+                    answer_starts=[start],
+                    source=group[0].source,
+                    row=group[0].row,
+                    title=group[0].title,
+                )
+            )
         out += chosen
         passages += bool(chosen)
     return SyntheticQuestions(out, passages, candidates)

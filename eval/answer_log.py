@@ -32,12 +32,18 @@ class AnswerLog:
         try:
             header = json.loads(lines[0])["fingerprint"]
         except (json.JSONDecodeError, KeyError, IndexError):
-            raise KoqaError("is not a koqa answer log", file=str(self.path),
-                            fix="delete it, or choose another --out") from None
+            raise KoqaError(
+                "is not a koqa answer log", file=str(self.path), fix="delete it, or choose another --out"
+            ) from None
         if header != self.fingerprint:
-            changed = sorted(k for k in set(header) | set(self.fingerprint) if header.get(k) != self.fingerprint.get(k))
-            raise KoqaError(f"holds answers made with other settings ({', '.join(changed)})", file=str(self.path),
-                            fix="use another --out, or delete the file to start over")
+            changed = sorted(
+                k for k in set(header) | set(self.fingerprint) if header.get(k) != self.fingerprint.get(k)
+            )
+            raise KoqaError(
+                f"holds answers made with other settings ({', '.join(changed)})",
+                file=str(self.path),
+                fix="use another --out, or delete the file to start over",
+            )
         for line in lines[1:]:
             if not line.strip():
                 continue

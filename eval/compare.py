@@ -1,9 +1,9 @@
 """Paired comparison of two evaluation runs on the same questions.
 
-Two adapters scored on the same 400 questions often differ by less than the standard error of
-either mean (about 0.02 F1), yet much of each question's difficulty is shared by both runs, so the
-difference of the per-question scores has a smaller error (0.014-0.018 in the README's ablations).
-This is what an ablation table should report.
+Two adapters scored on the same questions often differ by less than the standard error of either
+mean, yet much of each question's difficulty is shared by both runs, so the difference of the
+per-question scores has a smaller error (docs/recipe.md's ablation tables report it). This is what
+an ablation table should report.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ def read_scores(path: str | Path, metric: str) -> dict[str, float]:
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if metric not in (reader.fieldnames or []):
-            raise KoqaError(f"no '{metric}' column (is this a predictions.csv scored against gold answers?)",
-                            file=path, field=metric)
+            raise KoqaError(
+                f"no '{metric}' column (is this a predictions.csv scored against gold answers?)",
+                file=path,
+                field=metric,
+            )
         scores = {}
         for row_number, row in enumerate(reader, start=2):
             try:
@@ -46,8 +49,11 @@ def paired_difference(base: dict[str, float], other: dict[str, float], metric: s
     must cover the same ids: a difference over different questions is not a paired one."""
     if set(base) != set(other):
         missing, extra = sorted(set(base) - set(other)), sorted(set(other) - set(base))
-        raise KoqaError(f"the runs answered different questions ({len(missing)} only in the base run, "
-                        f"{len(extra)} only in the other; e.g. {(missing or extra)[:3]})", field=metric)
+        raise KoqaError(
+            f"the runs answered different questions ({len(missing)} only in the base run, "
+            f"{len(extra)} only in the other; e.g. {(missing or extra)[:3]})",
+            field=metric,
+        )
     diffs = [other[i] - base[i] for i in base]
     n = len(diffs)
     if n == 0:

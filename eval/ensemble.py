@@ -21,9 +21,10 @@ from pathlib import Path
 from koqa.data_tools.normalize import build_normalizer
 from koqa.errors import KoqaError
 from koqa.eval.answer_log import AnswerLog
-from koqa.eval.evaluate import (EvalConfig, check_eval_config, close_generator, generate_answers, open_generator,
-                                postprocess, prepare_eval, read_eval_records, score_and_report)
+from koqa.eval.config import EvalConfig
 from koqa.eval.metrics import score_one
+from koqa.eval.pipeline import generate_answers, open_generator, postprocess, prepare_eval, read_eval_records
+from koqa.eval.report import score_and_report
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,15 @@ def _score_key(member: int, qid: str, candidate: str) -> str:
     return json.dumps([member, qid, candidate], ensure_ascii=False)
 
 
-def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: list[str],
-                      generators: list | None = None) -> dict:
-    """Evaluate each adapter, then combine their answers; `generators` (one per adapter, objects with
-    `.generate` and `.score`) replace the backends, for tests."""
+def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dict:
+    """Evaluate each of `config.adapter`, then combine their answers; `generators` (one per adapter,
+    objects with `.generate` and `.score`) replace the backends, for tests."""
+    adapters = config.adapter
     if len(adapters) < 2:
         raise KoqaError("an ensemble needs at least two adapters", field="adapter")
-    if len(set(map(str, adapters))) != len(adapters):
-        raise KoqaError("the same adapter is named twice", field="adapter", fix="name each run once")
-    check_eval_config(config)
     normalize = build_normalizer(config.answer_normalization)
-    records = read_eval_records(data, config)
-    out = Path(out_dir)
+    records = read_eval_records(config)
+    out = Path(config.out)
     members = [prepare_eval(records, config, adapter) for adapter in adapters]
 
     # 1. every member's own answers (and its own scored folder, to compare against)
@@ -69,17 +67,23 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
         generated = generate_answers(member, member_out, config, generators[k - 1] if generators else None)
         answers.append({r.id: postprocess(generated["raw"][r.id], r.context, normalize, "off") for r in records})
         own = {r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span) for r in records}
-        settings = {"data": data, "model": member.model, "adapter": member.adapter_dir,
-                    "template": member.template_name, "max_length": member.max_length, "span": config.span}
-        scored = score_and_report(records, own, member_out, config, settings, {"backend": generated["backend"]})
-        member_metrics.append({"adapter": str(adapter), **{name: value for name, value in scored["metrics"].items()
-                                                          if name in ("f1", "exact_match")}})
+        scored = score_and_report(
+            records, own, member_out, config, member.settings(config), {"backend": generated["backend"]}
+        )
+        member_metrics.append(
+            {
+                "adapter": str(adapter),
+                **{name: value for name, value in scored["metrics"].items() if name in ("f1", "exact_match")},
+            }
+        )
 
     # 2. where they differ, every member scores every candidate
     candidates = {r.id: candidate_answers([a[r.id] for a in answers]) for r in records}
     disputed = [r for r in records if len(candidates[r.id]) > 1]
-    fingerprint = {"members": [m.fingerprint for m in members],
-                   "answer_normalization": list(config.answer_normalization)}
+    fingerprint = {
+        "members": [m.fingerprint for m in members],
+        "answer_normalization": list(config.answer_normalization),
+    }
     score_log = AnswerLog(out / "ensemble_scores.jsonl", fingerprint)
     scored, started = 0, time.perf_counter()
     for k, member in enumerate(members, start=1):
@@ -91,7 +95,7 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
         generator = open_generator(member, config) if owned else generators[k - 1]
         try:
             for start in range(0, len(todo), config.chunk_size):
-                chunk = todo[start: start + config.chunk_size]
+                chunk = todo[start : start + config.chunk_size]
                 prompts = [member.renderer.render(r.context, r.question).ids for r, _ in chunk]
                 continuations = [member.renderer.answer_ids(c) for _, c in chunk]
                 logprobs = generator.score(prompts, continuations, batch_size=config.batch_size)
@@ -99,7 +103,7 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
                 scored += len(chunk)
         finally:
             if owned:
-                close_generator(generator)
+                generator.close()
 
     # 3. the winners, post-processed like any answer, scored and reported
     chosen = {}
@@ -108,17 +112,28 @@ def run_ensemble_eval(data: str, out_dir: str, config: EvalConfig, adapters: lis
         if len(options) == 1:
             chosen[r.id] = options[0]
         else:
-            per_member = [{c: float(score_log.done[_score_key(k, r.id, c)]) for c in options}
-                          for k in range(1, len(members) + 1)]
+            per_member = [
+                {c: float(score_log.done[_score_key(k, r.id, c)]) for c in options} for k in range(1, len(members) + 1)
+            ]
             chosen[r.id] = choose(options, per_member)
     predictions = {r.id: postprocess(chosen[r.id], r.context, lambda text: text, config.span) for r in records}
-    extra = {"members": member_metrics, "agreement": round(1 - len(disputed) / len(records), 4),
-             "disputed": len(disputed), "scored": scored,
-             "scoring_seconds": round(time.perf_counter() - started, 2) if scored else None}
+    extra = {
+        "members": member_metrics,
+        "agreement": round(1 - len(disputed) / len(records), 4),
+        "disputed": len(disputed),
+        "scored": scored,
+        "scoring_seconds": round(time.perf_counter() - started, 2) if scored else None,
+    }
     if all(r.answers for r in records):
         # the best any choice among the candidates could do: how much room the members leave
-        extra["oracle_f1"] = sum(max(score_one(c, r.answers)["f1"] for c in candidates[r.id])
-                                 for r in records) / len(records)
-    settings = {"data": data, "adapters": ", ".join(map(str, adapters)), "combination": "sum of log-probabilities",
-                "span": config.span, "answer_normalization": ",".join(config.answer_normalization)}
+        extra["oracle_f1"] = sum(max(score_one(c, r.answers)["f1"] for c in candidates[r.id]) for r in records) / len(
+            records
+        )
+    settings = {
+        "data": config.data,
+        "adapters": ", ".join(map(str, adapters)),
+        "combination": "sum of log-probabilities",
+        "span": config.span,
+        "answer_normalization": ",".join(config.answer_normalization),
+    }
     return score_and_report(records, predictions, out, config, settings, extra)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from koqa.eval.backends import GenerationParams, cut_at_stop
 
@@ -22,10 +22,20 @@ def stop_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
 
 
 class HFGenerator:
+    """Generation with a transformers model (and PEFT adapter) in this process; `model_obj` and
+    `tokenizer` serve a model already loaded (validation after training)."""
+
     name = "hf"
 
-    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None,
-                 model_obj=None, tokenizer=None, **_unused):
+    def __init__(
+        self,
+        model: str,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        model_obj=None,
+        tokenizer=None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,8 +51,9 @@ class HFGenerator:
                 model_obj = PeftModel.from_pretrained(model_obj, adapter)
             model_obj.to(self.device)
         self.model = model_obj.eval()
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-            else self.tokenizer.eos_token_id
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
         self._stop_cache: dict[tuple, list[int]] = {}
         self._torch = torch
 
@@ -53,8 +64,8 @@ class HFGenerator:
         ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, seq in enumerate(sequences):
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
         return ids, mask
 
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
@@ -66,20 +77,26 @@ class HFGenerator:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         for start in range(0, len(order), params.batch_size):
-            batch = order[start: start + params.batch_size]
+            batch = order[start : start + params.batch_size]
             ids, mask = self._left_padded([prompts[i] for i in batch])
             width = ids.shape[1]
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          max_new_tokens=params.max_new_tokens, do_sample=False,
-                                          eos_token_id=eos_ids, pad_token_id=self.pad_id)
+                gen = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=params.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=eos_ids,
+                    pad_token_id=self.pad_id,
+                )
             for row, i in enumerate(batch):
                 text = self.tokenizer.decode(gen[row, width:], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, params.stop)
         return out
 
-    def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
-              batch_size: int = 16) -> list[float]:
+    def score(
+        self, prompts: Sequence[list[int]], continuations: Sequence[list[int]], batch_size: int = 16
+    ) -> list[float]:
         """Sum of the log-probabilities of each continuation's tokens after its prompt. Sequences are
         left-padded so that every continuation ends at the last column, and the LM head runs only on
         the last columns that predict a continuation token."""
@@ -87,14 +104,18 @@ class HFGenerator:
         scores: list[float] = [0.0] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(continuations[i])))
         for start in range(0, len(order), batch_size):
-            batch = order[start: start + batch_size]
+            batch = order[start : start + batch_size]
             sequences = [list(prompts[i]) + list(continuations[i]) for i in batch]
             keep = max(len(continuations[i]) for i in batch)
             ids, mask = self._left_padded(sequences)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device), logits_to_keep=keep + 1).logits
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    logits_to_keep=keep + 1,
+                ).logits
             # logits[:, j] predicts the token at column width - keep + j
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             for row, i in enumerate(batch):
@@ -102,6 +123,10 @@ class HFGenerator:
                 if n == 0:
                     continue
                 targets = torch.tensor(continuations[i], device=logprobs.device)
-                picked = logprobs[row, keep - n:].gather(-1, targets[:, None])
+                picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
                 scores[i] = float(picked.sum())
         return scores
+
+    def close(self) -> None:
+        """Drop this generator's reference to the model, so that its memory can be freed."""
+        self.model = None

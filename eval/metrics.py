@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 _TO_SPACE = str.maketrans({c: " " for c in "'\"《》<>〈〉()‘’"})
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -33,8 +33,7 @@ def _f1(pred_items: Sequence[str], gold_items: Sequence[str]) -> float:
 
 def char_f1(prediction: str, gold: str) -> float:
     """Leaderboard F1 of one prediction against one gold answer."""
-    return _f1(list(normalize_answer(prediction).replace(" ", "")),
-               list(normalize_answer(gold).replace(" ", "")))
+    return _f1(list(normalize_answer(prediction).replace(" ", "")), list(normalize_answer(gold).replace(" ", "")))
 
 
 def exact_match(prediction: str, gold: str) -> float:
@@ -68,8 +67,9 @@ def score_one(prediction: str, golds: Sequence[str], *, morphemes: bool = False)
     }
 
 
-def score_dataset(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str], *,
-                  morphemes: bool = False) -> dict[str, float | int]:
+def score_dataset(
+    gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str], *, morphemes: bool = False
+) -> dict[str, float | int]:
     """Mean metrics over every gold question; a question without a prediction scores 0."""
     totals = {"f1": 0.0, "exact_match": 0.0, "token_f1": 0.0}
     answered = 0

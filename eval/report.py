@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from koqa.atomic import atomic_path, write_json, write_text
+from koqa.eval.scoring import score_questions
 
 
 def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> None:
@@ -15,19 +16,32 @@ def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> 
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{row[k]:.4f}" if isinstance(row.get(k), float) else row.get(k, ""))
-                             for k in columns})
+            writer.writerow(
+                {k: (f"{row[k]:.4f}" if isinstance(row.get(k), float) else row.get(k, "")) for k in columns}
+            )
 
 
 def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict, worst: int = 15) -> None:
-    lines = ["# koqa eval report", "",
-             f"- questions: {metrics['n']}", f"- leaderboard F1: {metrics['f1']:.4f} ({metrics['f1']:.2%})",
-             f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%})",
-             f"- token F1: {metrics['token_f1']:.4f}", ""]
+    lines = [
+        "# koqa eval report",
+        "",
+        f"- questions: {metrics['n']}",
+        f"- leaderboard F1: {metrics['f1']:.4f} ({metrics['f1']:.2%})",
+        f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%})",
+        f"- token F1: {metrics['token_f1']:.4f}",
+        "",
+    ]
     lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
-    lines += [f"## The {worst} worst answers", "", "| id | question | gold | prediction | F1 |", "|---|---|---|---|---|"]
+    lines += [
+        f"## The {worst} worst answers",
+        "",
+        "| id | question | gold | prediction | F1 |",
+        "|---|---|---|---|---|",
+    ]
     for row in sorted(rows, key=lambda r: r["f1"])[:worst]:
-        cells = [str(row[k]).replace("|", "\\|").replace("\n", " ")[:80] for k in ("id", "question", "answer", "prediction")]
+        cells = [
+            str(row[k]).replace("|", "\\|").replace("\n", " ")[:80] for k in ("id", "question", "answer", "prediction")
+        ]
         lines.append("| " + " | ".join(cells) + f" | {row['f1']:.2f} |")
     write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "metrics.json", metrics)
@@ -42,3 +56,20 @@ def _f1_histogram(values: Sequence[float], path: Path) -> None:
     ax.set_xlabel("leaderboard F1 per question")
     ax.set_ylabel("questions")
     write_png(fig, path)
+
+
+def score_and_report(
+    records: list, predictions: dict, out: Path, config, settings: dict, extra_metrics: dict | None = None
+) -> dict:
+    """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
+    the F1 histogram. Returns the metrics ({} without gold answers) and the rows."""
+    with_gold = all(r.answers for r in records)
+    if not with_gold:
+        rows = [{"id": r.id, "question": r.question, "prediction": predictions[r.id]} for r in records]
+        write_predictions_csv(out / "predictions.csv", rows, with_gold=False)
+        return {"metrics": {}, "rows": rows}
+    rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
+    write_predictions_csv(out / "predictions.csv", rows, with_gold=True)
+    metrics.update(extra_metrics or {})
+    write_report(out, rows, metrics, settings)
+    return {"metrics": metrics, "rows": rows}

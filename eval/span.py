@@ -25,11 +25,11 @@ def snap_to_span(prediction: str, context: str, max_extra_words: int = 2) -> str
     best, best_f1 = prediction, 0.0
     pred_chars = set(prediction)
     for i, (start, _) in enumerate(words):
-        if not pred_chars.intersection(context[start: words[i][1]]):
+        if not pred_chars.intersection(context[start : words[i][1]]):
             continue
         for j in range(i, min(i + longest, len(words))):
             for end in range(words[j][0] + 1, words[j][1] + 1):
-                span = context[start: end]
+                span = context[start:end]
                 f1 = char_f1(prediction, span)
                 if f1 > best_f1:
                     best, best_f1 = span, f1

@@ -5,31 +5,40 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from koqa.eval.backends import GenerationParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 
 # vLLM on CPU keeps one core for its scheduler and pins the worker's compute threads to the others. On
-# a machine this small that core is a large share of the compute (2 cores, eager, prefix caching off,
-# with the chunk size below: 0.28 of the bf16 matmul peak with vLLM's settings, 0.57 with koqa's;
-# bench/eval_backends.py), so up to here every core goes to the worker.
+# a machine this small that core is a large share of the compute (docs/benchmarks.md, evaluation), so
+# up to here every core goes to the worker.
 ALL_CORES_TO_WORKER_UP_TO = 4
-# Prefill chunks of 1,536 tokens beat vLLM's CPU default of 4,096 on 2 cores: a smaller chunk's
-# activations stay in cache. Eager, prefix caching off, of the bf16 matmul peak: 0.66 against 0.66 for
-# 1,024, 0.64 for 2,048 and 0.46 for 8,192 on one machine; 0.65 against 0.67 (1,024) and 0.63 (2,048)
-# on another (bench/eval_backends.py --chunk-sizes 1024,2048).
+# Prefill chunks on CPU: smaller than vLLM's CPU default of 4,096, so that a chunk's activations stay in
+# cache (bench/eval_backends.py --chunk-sizes; docs/benchmarks.md).
 CPU_MAX_NUM_BATCHED_TOKENS = 1536
+# Greedy decoding does not sample, but the engine takes a seed; a fixed one keeps runs alike.
+ENGINE_SEED = 0
 
 
 class VLLMGenerator:
     name = "vllm"
 
-    def __init__(self, model: str, adapter: str | None = None, max_model_len: int = 2048, dtype: str = "auto",
-                 seed: int = 0, lora_mode: str = "auto", compile: bool = False, prefix_caching: bool = True,
-                 max_num_batched_tokens: int | None = None, **_unused):
+    """Generation with a vLLM engine. A LoRA adapter is served merged into the base model on CPU
+    (vLLM's LoRA kernels are far slower there) and as a LoRA request on CUDA."""
+
+    def __init__(
+        self,
+        model: str,
+        adapter: str | None = None,
+        max_model_len: int = 2048,
+        dtype: str = "auto",
+        compile: bool = False,
+        prefix_caching: bool = True,
+        max_num_batched_tokens: int | None = None,
+    ):
         import torch
 
         on_cpu = not torch.cuda.is_available()
@@ -41,16 +50,21 @@ class VLLMGenerator:
             if cores <= ALL_CORES_TO_WORKER_UP_TO:
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # a value the user set wins
             max_num_batched_tokens = max_num_batched_tokens or CPU_MAX_NUM_BATCHED_TOKENS
-        if adapter and (lora_mode == "merge" or (lora_mode == "auto" and on_cpu)):
+        if adapter and on_cpu:
             from koqa.merging import cached_merged_model
 
             log.info("serving the LoRA adapter merged into the base model (faster than LoRA kernels on CPU)")
             model, adapter = cached_merged_model(adapter, model), None
         from vllm import LLM
 
-        kwargs = dict(model=model, tokenizer=model, max_model_len=max_model_len, seed=seed,
-                      dtype="bfloat16" if dtype == "auto" and on_cpu else dtype,
-                      enable_prefix_caching=prefix_caching)  # questions on one passage share its KV blocks
+        kwargs = dict(
+            model=model,
+            tokenizer=model,
+            max_model_len=max_model_len,
+            seed=ENGINE_SEED,
+            dtype="bfloat16" if dtype == "auto" and on_cpu else dtype,
+            enable_prefix_caching=prefix_caching,
+        )  # questions on one passage share its KV blocks
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if on_cpu:
@@ -72,12 +86,17 @@ class VLLMGenerator:
         from vllm.inputs import TokensPrompt
 
         sampling = SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens, stop=list(params.stop))
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling,
-                                    lora_request=self.lora_request, use_tqdm=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+            sampling,
+            lora_request=self.lora_request,
+            use_tqdm=False,
+        )
         return [cut_at_stop(o.outputs[0].text, params.stop) for o in outputs]
 
-    def score(self, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
-              batch_size: int = 16) -> list[float]:
+    def score(
+        self, prompts: Sequence[list[int]], continuations: Sequence[list[int]], batch_size: int = 16
+    ) -> list[float]:
         """Sum of the log-probabilities of each continuation's tokens after its prompt, from vLLM's
         prompt log-probabilities (each given token's own log-probability is always among them).
 
@@ -85,20 +104,28 @@ class VLLMGenerator:
         every position of it. Here the prefix cache is read instead: the questions on one passage and
         their candidate answers share its KV blocks, and the head runs only on the positions computed
         afresh. The distinct prompts are prefilled first, so that every candidate finds its prompt's
-        blocks cached (192 ensemble candidates: 3.6 a second against 2.0 without it). A request whose
+        blocks cached (docs/recipe.md, ensembles). A request whose
         cached prefix reached into its continuation (those positions then have no log-probability) is
         scored again without the cache."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in distinct],
-                          SamplingParams(temperature=0.0, max_tokens=1, detokenize=False),
-                          lora_request=self.lora_request, use_tqdm=False)
+        self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in distinct],
+            SamplingParams(temperature=0.0, max_tokens=1, detokenize=False),
+            lora_request=self.lora_request,
+            use_tqdm=False,
+        )
 
         def run(indices, read_cache):
-            sampling = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
-                                      skip_reading_prefix_cache=not read_cache)
+            sampling = SamplingParams(
+                temperature=0.0,
+                max_tokens=1,
+                prompt_logprobs=0,
+                detokenize=False,
+                skip_reading_prefix_cache=not read_cache,
+            )
             inputs = [TokensPrompt(prompt_token_ids=list(prompts[i]) + list(continuations[i])) for i in indices]
             return self.llm.generate(inputs, sampling, lora_request=self.lora_request, use_tqdm=False)
 
@@ -125,4 +152,3 @@ class VLLMGenerator:
         """Stop the engine's worker processes now. Dropping the object leaves them running (and, on a
         CPU, spinning) until the interpreter exits, which slows whatever runs next in this process."""
         self.llm.llm_engine.engine_core.shutdown()
-

@@ -1,33 +1,111 @@
-"""Config is data: a dataclass per stage, filled from defaults < YAML/TOML file < CLI flags.
+"""Config is data: one dataclass per stage, whose fields are also its command-line flags.
 
-Unknown keys are errors (all of them reported at once); secrets are refused, never stored.
+A stage's settings are a dataclass whose fields are declared with `setting(...)`: the default, the
+help text, the choices (taken from the module that owns them) and a value rule.  `koqa.cli` turns
+the fields into flags; `load` fills the dataclass from, in order of precedence,
+
+    the defaults  <  a YAML/TOML file (--config)  <  --set key=value  <  flags the user gave
+
+A flag the user did not give never overrides the file.  Every problem (unknown keys, values of the
+wrong type, values out of range, required settings missing) is collected and reported in one
+`KoqaError` before any work starts.  Keys named like credentials and values shaped like a hub token
+are refused, and never echoed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-import tomllib
+import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
+import tomllib
 import yaml
 
 from koqa.errors import KoqaError
 
 T = TypeVar("T")
+Rule = tuple[str, Callable[[Any], bool]]
+
+# Value rules: what the value must be, in words, and the test.
+POSITIVE: Rule = ("positive", lambda v: v > 0)
+NON_NEGATIVE: Rule = ("0 or more", lambda v: v >= 0)
+FRACTION: Rule = ("between 0 and 1", lambda v: 0 <= v <= 1)
+BELOW_ONE: Rule = ("at least 0 and below 1", lambda v: 0 <= v < 1)
+STEPS_OR_NO_LIMIT: Rule = ("-1 (no limit) or positive", lambda v: v == -1 or v > 0)
+AT_LEAST_ONE: Rule = ("1 or more", lambda v: v >= 1)
+
 # Keys named like credentials (hf_token, HUB_TOKEN, api_key, wandb_secret), and values shaped like a
 # Hugging Face token.  `max_new_tokens` and the like are not credentials.
 _SECRET_KEY = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|access[_-]?key)$", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+COMMAND_LINE = "command line"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    choices: typing.Sequence[str] | None = None,
+    check: Rule | None = None,
+    flag: str | None = None,
+    positional: bool = False,
+    append: bool = False,
+    required: bool = False,
+    section: type | None = None,
+    cli: bool = True,
+) -> Any:
+    """A stage setting: a dataclass field that also describes its command-line flag.
+
+    `flag` names the flag when it differs from the field (`--normalize` for answer_normalization);
+    `append` makes a list flag repeatable (`--adapter A --adapter B`); `required` settings may come
+    from the file or the command line; `section` marks a mapping of another stage's settings (the
+    demo's); `cli=False` keeps a setting out of the flags (file and --set only).
+    """
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "check": check,
+        "flag": flag,
+        "positional": positional,
+        "append": append,
+        "required": required,
+        "section": section,
+        "cli": cli,
+    }
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata)
+    if default is dataclasses.MISSING:
+        default = None
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def encoding_setting() -> Any:
+    """The input encoding setting that every command reading text files takes."""
+    return setting("utf-8", help="input text encoding, e.g. cp949 (default: UTF-8, with or without a BOM)")
+
+
+def fields(cls: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls))
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise KoqaError("config file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise KoqaError(f"bytes at offset {exc.start} are not valid UTF-8", file=str(path)) from None
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
@@ -39,100 +117,233 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _check_secrets(data: dict[str, Any], source: str) -> None:
-    found = [k for k, v in data.items() if _SECRET_KEY.search(k) or _SECRET_VALUE.search(str(v))]
-    if found:
-        raise KoqaError(f"config contains secret-like key(s) {found}; koqa never stores secrets",
-                        file=source, field=found[0], fix="set HF_TOKEN in the environment instead")
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if value is None:
-        return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(value, non_none[0], key, source) if len(non_none) == 1 else value
-    try:
-        if origin in (list, tuple):
-            items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
-            return list(items) if origin is list else tuple(items)
-        if tp is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if tp in (int, float, str):
-            return tp(value)
-    except (TypeError, ValueError):
-        raise KoqaError(f"cannot read {value!r} as {getattr(tp, '__name__', tp)}", file=source,
-                        field=key) from None
-    return value
-
-
-def build_config(cls: type[T], *layers: tuple[str, dict[str, Any]]) -> T:
-    """Merge (source, mapping) layers over the dataclass defaults; later layers win."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    problems = []
-    for source, data in layers:
-        _check_secrets(data, source)
-        for key, value in data.items():
-            if key not in names:
-                problems.append(f"{source}: unknown key '{key}'")
-                continue
-            values[key] = _coerce(value, hints[key], key, source)
-    if problems:
-        raise KoqaError("; ".join(problems) + f" (known keys: {', '.join(sorted(names))})")
-    return cls(**values)
-
-
-def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    layers = []
-    if path:
-        layers.append((str(path), read_config_file(path)))
-    if overrides:
-        layers.append(("command line", {k: v for k, v in overrides.items() if v is not None}))
-    return build_config(cls, *layers)
-
-
-# Value rules for `check_values`: what the value must be, in words, and the test.
-POSITIVE = ("positive", lambda v: v > 0)
-NON_NEGATIVE = ("0 or more", lambda v: v >= 0)
-FRACTION = ("between 0 and 1", lambda v: 0 <= v <= 1)
-BELOW_ONE = ("at least 0 and below 1", lambda v: 0 <= v < 1)
-STEPS_OR_NO_LIMIT = ("-1 (no limit) or positive", lambda v: v == -1 or v > 0)
-
-
-def check_values(config: Any, rules: dict[str, tuple[str, Callable[[Any], bool]]]) -> None:
-    """Check numeric settings before any work starts; every broken rule is reported in one error.
-
-    A setting left at None (meaning "not set") is not checked.
-    """
-    problems = []
-    for key, (wanted, ok) in rules.items():
-        value = getattr(config, key)
-        if value is not None and not ok(value):
-            problems.append((key, f"{key} must be {wanted}, got {value!r}"))
-    if problems:
-        raise KoqaError("; ".join(text for _, text in problems), field=problems[0][0] if len(problems) == 1 else None)
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`--set key=value` pairs; values are read as YAML scalars (numbers, booleans, lists)."""
+def parse_set_overrides(items: typing.Iterable[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as YAML scalars (numbers, booleans, lists).
+    `section.key=value` sets a key of a section (the demo's `sft.max_steps=5`)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise KoqaError(f"--set expects key=value, got '{item}'", field="--set")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        key, raw = (part.strip() for part in item.split("=", 1))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise KoqaError(f"cannot read the value of --set {key}=... as YAML", field=key) from None
+        target = out
+        *sections, name = key.split(".")
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise KoqaError(f"--set {key}: '{section}' is set as a value and as a section", field=key)
+        target[name] = value
     return out
+
+
+def _secret_keys(data: dict[str, Any]) -> list[str]:
+    found = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            found += [f"{key}.{inner}" for inner in _secret_keys(value)]
+        elif _SECRET_KEY.search(str(key)) or _SECRET_VALUE.search(str(value)):
+            found.append(str(key))
+    return found
+
+
+class _Problems(list):
+    def add(self, source: str, key: str, message: str) -> None:
+        self.append((key, f"{source}: {message}" if source != COMMAND_LINE else message))
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(tp, str(tp))
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """`value` as type `tp`, or ValueError saying why not. Strict: 16.9 is not an int, true is not a
+    number, inf and nan are not numbers, a mapping is not a list."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0])
+    if value is None:
+        raise ValueError("must be set (null is not allowed here)")
+    if origin is list:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, not {type(value).__name__}")
+        return [coerce(item, args[0]) for item in value] if args else value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of keys to values, not {type(value).__name__}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ValueError(f"must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ValueError(f"must be a whole number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be text, got {value!r}")
+        return value
+    return value
+
+
+def check_rules(config: Any) -> list[tuple[str, str]]:
+    """(field, problem) for every choice and value rule `config` breaks; unset (None) values pass."""
+    problems = []
+    for f in fields(type(config)):
+        value = getattr(config, f.name)
+        choices, rule = f.metadata.get("choices"), f.metadata.get("check")
+        items = value if isinstance(value, list) else [value]
+        if choices:
+            wrong = [v for v in items if v is not None and v not in choices]
+            if wrong:
+                problems.append((f.name, f"{f.name} must be one of {', '.join(choices)}, got {wrong[0]!r}"))
+        if rule and value is not None:
+            wanted, ok = rule
+            wrong = [v for v in items if not ok(v)]
+            if wrong:
+                problems.append((f.name, f"{f.name} must be {wanted}, got {wrong[0]!r}"))
+        if f.metadata.get("required") and value in (None, [], ""):
+            how = f"give {flag_name(f)}" if f.metadata.get("cli") else "set it"
+            problems.append((f.name, f"{f.name} is required ({how}, or set {f.name}: in the --config file)"))
+    return problems
+
+
+def raise_problems(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        fields_named = [key for key, _ in problems if key]
+        raise KoqaError(
+            "; ".join(text for _, text in problems), field=fields_named[0] if len(fields_named) == 1 else None
+        )
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    if f.metadata.get("positional"):
+        return f.name.upper()
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def load(
+    cls: type[T],
+    *,
+    config_file: str | Path | None = None,
+    sets: typing.Iterable[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> T:
+    """The stage config `cls` from its defaults < `base` < `config_file` < `sets` < `flags`, checked.
+
+    `flags` holds only what the user gave on the command line.  A class may define `resolve(self)`
+    to fill derived defaults and `problems(self) -> list[(field, message)]` for rules across fields.
+    """
+    layers = []
+    if base:
+        layers.append(("defaults", base))
+    if config_file:
+        layers.append((str(config_file), read_config_file(config_file)))
+    if sets:
+        layers.append((COMMAND_LINE, parse_set_overrides(sets)))
+    if flags:
+        layers.append((COMMAND_LINE, flags))
+    return build(cls, layers)
+
+
+def build(cls: type[T], layers: list[tuple[str, dict[str, Any]]]) -> T:
+    """`cls` from its defaults and the (source, mapping) layers, later layers winning; checked."""
+    types_ = field_types(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    problems, unknown = _Problems(), False
+    for source, data in layers:
+        secrets = _secret_keys(data)
+        if secrets:
+            raise KoqaError(
+                f"config contains secret-like key(s) {secrets}; koqa never stores secrets",
+                file=None if source == COMMAND_LINE else source,
+                field=secrets[0],
+                fix="set HF_TOKEN in the environment instead",
+            )
+        for key, value in data.items():
+            if key not in by_name:
+                problems.add(source, str(key), f"unknown key '{key}'")
+                unknown = True
+                continue
+            try:
+                value = coerce(value, types_[key])
+            except ValueError as exc:
+                problems.add(source, key, f"{key} {exc}")
+                continue
+            section = by_name[key].metadata.get("section")
+            if section is not None:  # a mapping of another stage's settings: its keys are checked here
+                known = {f.name for f in fields(section)}
+                for name in sorted(set(value) - known):
+                    problems.add(
+                        source, f"{key}.{name}", f"unknown key '{key}.{name}' (not a setting of {section.__name__})"
+                    )
+                value = {**values.get(key, {}), **value}
+            values[key] = value
+    if unknown:
+        problems.append(("", f"known keys: {', '.join(sorted(by_name))}"))
+    # the values that were read are checked too, so that one message lists every problem
+    return _finish(cls(**values), problems)
+
+
+def _finish(config: T, problems: list[tuple[str, str]] | None = None) -> T:
+    """Derived defaults, then every value and cross-field rule; the settings already found wrong
+    (`problems`) are not checked again."""
+    found = list(problems or [])
+    if hasattr(config, "resolve"):
+        config.resolve()
+    wrong = {key for key, _ in found}
+    found += [(key, text) for key, text in check_rules(config) if key not in wrong]
+    if hasattr(config, "problems"):
+        found += config.problems()
+    raise_problems(found)
+    return config
+
+
+def check(config: T) -> T:
+    """Check a config built in Python (not through `load`): types, choices, ranges, cross-field rules."""
+    cls = type(config)
+    types_ = field_types(cls)
+    problems = []
+    for f in fields(cls):
+        try:
+            setattr(config, f.name, coerce(getattr(config, f.name), types_[f.name]))
+        except ValueError as exc:
+            problems.append((f.name, f"{f.name} {exc}"))
+    return _finish(config, problems)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def replace(config: T, **changes: Any) -> T:
+    """A copy of `config` with `changes`, checked like any other."""
+    return check(dataclasses.replace(config, **changes))

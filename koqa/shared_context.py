@@ -32,13 +32,17 @@ def shared_context_examples(records, renderer, max_questions: int = 8) -> tuple[
     excluded with why. Questions on the same passage are grouped while their answers fit in one
     window of the context budget that `renderer.max_length` leaves; at most `max_questions` a window."""
     if max_questions < 1:
-        raise KoqaError(f"max_questions_per_context must be at least 1, got {max_questions}",
-                        field="max_questions_per_context")
+        raise KoqaError(
+            f"max_questions_per_context must be at least 1, got {max_questions}", field="max_questions_per_context"
+        )
     before_a, _ = renderer.frame_ids("가")
     before_b, _ = renderer.frame_ids("나")
     if before_a != before_b:
-        raise KoqaError(f"template '{renderer.template.name}' puts the question before the context, so "
-                        "questions cannot share it", field="template", fix="use ko_instruct, or shared_context: false")
+        raise KoqaError(
+            f"template '{renderer.template.name}' puts the question before the context, so questions cannot share it",
+            field="template",
+            fix="use ko_instruct, or shared_context: false",
+        )
     before = before_a
     by_context: dict[str, list] = {}
     for r in records:
@@ -76,7 +80,7 @@ def shared_context_examples(records, renderer, max_questions: int = 8) -> tuple[
             if len(ctx) > window:
                 centre = (members[0][0] + max(m[1] for m in members)) // 2
                 lo = max(0, min(centre - window // 2, len(ctx) - window))
-            prefix = before + ctx[lo: lo + window]
+            prefix = before + ctx[lo : lo + window]
             ids, completion, positions = list(prefix), [0] * len(prefix), list(range(len(prefix)))
             for _, _, _, after, answer_ids, _ in members:
                 branch = after + answer_ids
@@ -99,9 +103,12 @@ def branch_attention_mask(position_ids, padding_mask, dtype, sliding_window: int
     resets[:, 1:] = position_ids[:, 1:] <= position_ids[:, :-1]  # the second and later branches start here
     # every branch restarts at the passage's end, so the position at the first reset is the passage's
     # length; a row without resets has one branch, which may see everything before it anyway
-    first_reset = torch.where(resets.any(dim=1), resets.float().argmax(dim=1), torch.zeros_like(resets[:, 0], dtype=torch.long))
-    passage_len = torch.where(resets.any(dim=1), position_ids.gather(1, first_reset[:, None])[:, 0],
-                              torch.full_like(first_reset, seq))
+    first_reset = torch.where(
+        resets.any(dim=1), resets.float().argmax(dim=1), torch.zeros_like(resets[:, 0], dtype=torch.long)
+    )
+    passage_len = torch.where(
+        resets.any(dim=1), position_ids.gather(1, first_reset[:, None])[:, 0], torch.full_like(first_reset, seq)
+    )
     in_passage = idx[None, :] < passage_len[:, None]
     branch = torch.where(in_passage, 0, 1 + resets.long().cumsum(dim=1))  # 0: instruction and passage
     causal = idx[None, :, None] >= idx[None, None, :]
@@ -128,8 +135,10 @@ def model_attention_masks(model_config, position_ids, padding_mask, dtype):
         return branch_attention_mask(position_ids, padding_mask, dtype)
     sliding = branch_attention_mask(position_ids, padding_mask, dtype, window)
     if "full_attention" in layer_types:
-        return {"full_attention": branch_attention_mask(position_ids, padding_mask, dtype),
-                "sliding_attention": sliding}
+        return {
+            "full_attention": branch_attention_mask(position_ids, padding_mask, dtype),
+            "sliding_attention": sliding,
+        }
     return sliding
 
 
@@ -150,8 +159,9 @@ class SharedContextCollator:
             ids, n = list(f["input_ids"]), len(f["input_ids"])
             pad = width - n
             batch["input_ids"].append(ids + [self.pad_token_id] * pad)
-            labels = list(f["labels"]) if "labels" in f else \
-                [t if c else -100 for t, c in zip(ids, f["completion_mask"])]  # TRL builds labels itself
+            labels = (
+                list(f["labels"]) if "labels" in f else [t if c else -100 for t, c in zip(ids, f["completion_mask"])]
+            )  # TRL builds labels itself
             batch["labels"].append(labels + [-100] * pad)
             batch["position_ids"].append(list(f["position_ids"]) + [0] * pad)
             batch["attention_mask"].append([1] * n + [0] * pad)

@@ -36,7 +36,7 @@ class TrainingClock:
         self.started: float | None = None
 
     @classmethod
-    def resumed_from(cls, budget_seconds: float | None, checkpoint: str | None) -> "TrainingClock":
+    def resumed_from(cls, budget_seconds: float | None, checkpoint: str | None) -> TrainingClock:
         trained = 0.0
         if checkpoint and (Path(checkpoint) / CLOCK_FILE).is_file():
             trained = float(json.loads((Path(checkpoint) / CLOCK_FILE).read_text(encoding="utf-8"))["trained_seconds"])

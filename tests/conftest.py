@@ -12,22 +12,49 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The KorQuAD 1.0 dev set beside the checkout; KOQA_KORQUAD names it when the checkout lies elsewhere.
-KORQUAD = Path(os.environ.get("KOQA_KORQUAD")
-               or REPO.parent / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json")
+KORQUAD = Path(
+    os.environ.get("KOQA_KORQUAD") or REPO.parent / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json"
+)
 
 DACON_ROWS = [
-    ("TRAIN_000", "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 늘었다고 설명했다.",
-     "한빛전자의 3분기 매출은 얼마인가?", "1,200억 원"),
-    ("TRAIN_001", "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 늘었다고 설명했다.",
-     "한빛전자의 매출 증가를 이끈 것은?", "반도체 소재"),
-    ("TRAIN_002", "한국은행은 기준금리를 연 3.25%로 동결했다. 물가 상승률은 2.4%였다.",
-     "한국은행이 정한 기준금리는?", "3.25%"),
-    ("TRAIN_003", "누리바이오가 충남 아산에 500억 원을 투자해 공장을 짓는다. 김민준 대표는 2027년 완공을 목표로 한다고 말했다.",
-     "누리바이오의 대표는 누구인가?", "김민준"),
-    ("TRAIN_004", "통계청에 따르면 10월 실업률은 2.8%로 집계됐다. 취업자는 보건복지업에서 가장 많이 늘었다.",
-     "취업자가 가장 많이 늘어난 업종은?", "보건복지업"),
-    ("TRAIN_005", "코스피는 25.31포인트 오른 2,650.12에 마감했다. 외국인이 3,000억 원어치를 순매수했다.",
-     "코스피 종가는?", "2,650.12"),
+    (
+        "TRAIN_000",
+        "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. "
+        "회사는 반도체 소재 판매가 늘었다고 설명했다.",
+        "한빛전자의 3분기 매출은 얼마인가?",
+        "1,200억 원",
+    ),
+    (
+        "TRAIN_001",
+        "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. "
+        "회사는 반도체 소재 판매가 늘었다고 설명했다.",
+        "한빛전자의 매출 증가를 이끈 것은?",
+        "반도체 소재",
+    ),
+    (
+        "TRAIN_002",
+        "한국은행은 기준금리를 연 3.25%로 동결했다. 물가 상승률은 2.4%였다.",
+        "한국은행이 정한 기준금리는?",
+        "3.25%",
+    ),
+    (
+        "TRAIN_003",
+        "누리바이오가 충남 아산에 500억 원을 투자해 공장을 짓는다. 김민준 대표는 2027년 완공을 목표로 한다고 말했다.",
+        "누리바이오의 대표는 누구인가?",
+        "김민준",
+    ),
+    (
+        "TRAIN_004",
+        "통계청에 따르면 10월 실업률은 2.8%로 집계됐다. 취업자는 보건복지업에서 가장 많이 늘었다.",
+        "취업자가 가장 많이 늘어난 업종은?",
+        "보건복지업",
+    ),
+    (
+        "TRAIN_005",
+        "코스피는 25.31포인트 오른 2,650.12에 마감했다. 외국인이 3,000억 원어치를 순매수했다.",
+        "코스피 종가는?",
+        "2,650.12",
+    ),
 ]
 
 
@@ -70,11 +97,21 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=64,
-                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=2048,
-                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = Gemma3ForCausalLM(config)
     out = tmp_path_factory.mktemp("tiny-gemma3")
     model.save_pretrained(out, safe_serialization=True)

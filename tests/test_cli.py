@@ -30,8 +30,10 @@ def test_help_lists_options_with_defaults(command):
 
 def test_help_is_fast_and_imports_no_heavy_library():
     started = time.perf_counter()
-    code = "import sys; from koqa.cli import build_parser; build_parser(); " \
-           "print([m for m in ('torch', 'transformers', 'trl', 'vllm') if m in sys.modules])"
+    code = (
+        "import sys; from koqa.cli import build_parser; build_parser(); "
+        "print([m for m in ('torch', 'transformers', 'trl', 'vllm') if m in sys.modules])"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
     assert time.perf_counter() - started < 10
@@ -44,8 +46,11 @@ def test_every_subcommand_is_wired():
 
 
 def test_score_end_to_end(tmp_path, dacon_train):
-    pred = write_csv(tmp_path / "pred.csv", ["id", "answer"],
-                     [("TRAIN_000", "1,200억 원"), ("TRAIN_001", "반도체"), ("TRAIN_002", "부산")])
+    pred = write_csv(
+        tmp_path / "pred.csv",
+        ["id", "answer"],
+        [("TRAIN_000", "1,200억 원"), ("TRAIN_001", "반도체"), ("TRAIN_002", "부산")],
+    )
     result = run(["score", "--gold", str(dacon_train), "--pred", str(pred), "--out", str(tmp_path / "m")])
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text(encoding="utf-8"))
@@ -60,7 +65,9 @@ def test_score_refuses_predictions_for_another_test_set(tmp_path, dacon_train):
     result = run(["score", "--gold", str(dacon_train), "--pred", str(pred)])
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "other.csv: field 'id': no prediction id matches the gold file" in result.stderr
+    assert (
+        "other.csv: field 'id': no prediction id is in train.csv: predictions for another test set?" in result.stderr
+    )
 
 
 def test_errors_are_one_line_with_nonzero_exit(tmp_path):

@@ -13,7 +13,7 @@ def test_paired_difference_hand_worked():
     result = paired_difference(base, other)
     assert result.n == 4
     assert result.mean == pytest.approx(0.125)
-    variance = ((1 - 0.125) ** 2 + 2 * 0.125 ** 2 + (-0.5 - 0.125) ** 2) / 3
+    variance = ((1 - 0.125) ** 2 + 2 * 0.125**2 + (-0.5 - 0.125) ** 2) / 3
     assert result.standard_error == pytest.approx(math.sqrt(variance / 4))
 
 
@@ -33,8 +33,10 @@ def test_paired_difference_refuses_different_questions():
 
 def test_read_scores_names_the_file_row_and_field(tmp_path):
     good = tmp_path / "predictions.csv"
-    good.write_text("id,question,answer,prediction,f1,em\nq1,질문,서울,서울,1.0000,1.0000\nq2,질문,부산,대구,0.0000,0.0000\n",
-                    encoding="utf-8")
+    good.write_text(
+        "id,question,answer,prediction,f1,em\nq1,질문,서울,서울,1.0000,1.0000\nq2,질문,부산,대구,0.0000,0.0000\n",
+        encoding="utf-8",
+    )
     assert read_scores(good, "f1") == {"q1": 1.0, "q2": 0.0}
     bad = tmp_path / "bad.csv"
     bad.write_text("id,prediction,f1\nq1,서울,1.0\nq2,부산,x\n", encoding="utf-8")

@@ -7,13 +7,15 @@ from koqa.data_tools.records import QARecord
 
 
 def record(rid, context, question, answer):
-    return QARecord(id=rid, context=context, question=question, answers=[answer],
-                    answer_starts=[context.find(answer)])
+    return QARecord(id=rid, context=context, question=question, answers=[answer], answer_starts=[context.find(answer)])
 
 
 SEOUL = "서울에서 1998년에 박람회가 열렸다. 1998년 박람회에는 12년 동안 준비한 전시가 나왔다. 개최는 김철수가 맡았다."
 BUSAN = "부산에서 2003년에 영화제가 열렸다. 2003년 영화제의 위원장은 이영희였다."
-DAEGU = "대구에서 2011년에 육상 대회가 열렸다. 대회의 조직위원장은 박민수였다. 대회는 2년 동안 준비했고, 경기장은 12년 전에 지어졌다."
+DAEGU = (
+    "대구에서 2011년에 육상 대회가 열렸다. 대회의 조직위원장은 박민수였다. "
+    "대회는 2년 동안 준비했고, 경기장은 12년 전에 지어졌다."
+)
 
 
 def records():
@@ -35,7 +37,7 @@ def test_every_copy_has_its_new_answer_at_its_gold_offset_and_nowhere_the_old_on
     for copy in result.records:
         original = originals[copy.id.split("#")[0]]
         answer, start = copy.answers[0], copy.answer_starts[0]
-        assert copy.context[start:start + len(answer)] == answer
+        assert copy.context[start : start + len(answer)] == answer
         assert answer != original.answers[0]
         # every occurrence swapped ("2년" may stay inside "12년")
         assert not re.search("(?<![0-9])" + re.escape(original.answers[0]), copy.context)
@@ -64,10 +66,18 @@ def test_copies_are_deterministic_for_a_seed_and_differ_between_copies():
 
 def test_an_answer_named_in_another_question_is_swapped_there_too():
     context = "이순신은 1592년 한산도에서 싸웠다. 이 싸움에서 이순신은 학익진을 썼다."
-    others = [record("x", "원균은 1597년 칠천량에서 싸웠다. 그 뒤 거제도로 물러났다.", "원균이 물러난 곳은 어디인가?", "거제도"),
-              record("y", "원균은 1597년 칠천량에서 싸웠다. 그 뒤 거제도로 물러났다.", "원균이 싸운 해는 언제인가?", "1597년")]
-    items = [record("a", context, "이순신이 1592년에 싸운 곳은 어디인가?", "한산도"),
-             record("b", context, "한산도에서 싸운 해는 언제인가?", "1592년")]
+    others = [
+        record(
+            "x", "원균은 1597년 칠천량에서 싸웠다. 그 뒤 거제도로 물러났다.", "원균이 물러난 곳은 어디인가?", "거제도"
+        ),
+        record(
+            "y", "원균은 1597년 칠천량에서 싸웠다. 그 뒤 거제도로 물러났다.", "원균이 싸운 해는 언제인가?", "1597년"
+        ),
+    ]
+    items = [
+        record("a", context, "이순신이 1592년에 싸운 곳은 어디인가?", "한산도"),
+        record("b", context, "한산도에서 싸운 해는 언제인가?", "1592년"),
+    ]
     result = counterfactual_copies(items + others, copies=1, seed=0)
     by_id = {r.id: r for r in result.records}
     year = by_id["b#cf1"].answers[0]
@@ -79,10 +89,12 @@ def test_an_answer_named_in_another_question_is_swapped_there_too():
 
 def test_nested_answers_keep_their_text_and_are_counted():
     context = "대한민국의 수도는 서울특별시이다. 1948년부터 서울에는 정부가 있었다."
-    items = [record("a", context, "대한민국의 수도는 어디인가?", "서울특별시"),
-             record("b", context, "정부가 있는 곳은 어디인가?", "서울"),
-             record("d", context, "정부가 들어선 해는 언제인가?", "1948년"),
-             record("c", "일본의 수도는 1869년부터 도쿄이다.", "도쿄가 수도가 된 해는 언제인가?", "1869년")]
+    items = [
+        record("a", context, "대한민국의 수도는 어디인가?", "서울특별시"),
+        record("b", context, "정부가 있는 곳은 어디인가?", "서울"),
+        record("d", context, "정부가 들어선 해는 언제인가?", "1948년"),
+        record("c", "일본의 수도는 1869년부터 도쿄이다.", "도쿄가 수도가 된 해는 언제인가?", "1869년"),
+    ]
     result = counterfactual_copies(items, copies=1, seed=0)
     by_id = {r.id: r for r in result.records}
     assert by_id["d#cf1"].answers == ["1869년"] and by_id["c#cf1"].answers == ["1948년"]

@@ -1,6 +1,7 @@
 """Ensembles of adapters (`koqa eval --adapter A --adapter B`) and the backends' answer scores."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,10 +10,16 @@ import pytest
 
 from conftest import DACON_ROWS
 from koqa.errors import KoqaError
-from koqa.eval.ensemble import candidate_answers, choose, run_ensemble_eval
-from koqa.eval.evaluate import EvalConfig
+from koqa.eval.config import EvalConfig
+from koqa.eval.ensemble import candidate_answers, choose, evaluate_ensemble
+from koqa.eval.evaluate import evaluate
 
 GOLD = [r[3] for r in DACON_ROWS]
+
+
+def run_ensemble_eval(data, out, config, adapters, generators=None):
+    """`evaluate_ensemble` of `data` into `out` with `config`'s other settings."""
+    return evaluate_ensemble(dataclasses.replace(config, data=data, out=out, adapter=adapters), generators)
 
 
 class ScriptedMember:
@@ -25,7 +32,7 @@ class ScriptedMember:
         self.generated, self.scored = 0, []
 
     def generate(self, prompts, params):
-        out = self.answers[self.generated: self.generated + len(prompts)]
+        out = self.answers[self.generated : self.generated + len(prompts)]
         self.generated += len(prompts)
         return [a + "\n### 질문" for a in out]
 
@@ -34,6 +41,9 @@ class ScriptedMember:
         texts = [self.tokenizer.decode(c[:-1]) for c in continuations]
         self.scored += texts
         return [self.scores[t] for t in texts]
+
+    def close(self):
+        pass
 
 
 def _adapter(folder, weights: bytes):
@@ -65,10 +75,16 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
     second = list(GOLD)
     second[1] = "반도체"  # partial: 반도체 vs 반도체 소재
     second[3] = "누리바이오"  # wrong
-    member_1 = ScriptedMember(first, {GOLD[1]: -1.0, "반도체": -3.0, "부산": -0.5, GOLD[2]: -4.0,
-                                      GOLD[3]: -2.0, "누리바이오": -1.0}, tokenizer)
-    member_2 = ScriptedMember(second, {GOLD[1]: -2.5, "반도체": -1.0, "부산": -5.0, GOLD[2]: -0.2,
-                                       GOLD[3]: -3.0, "누리바이오": -1.0}, tokenizer)
+    member_1 = ScriptedMember(
+        first,
+        {GOLD[1]: -1.0, "반도체": -3.0, "부산": -0.5, GOLD[2]: -4.0, GOLD[3]: -2.0, "누리바이오": -1.0},
+        tokenizer,
+    )
+    member_2 = ScriptedMember(
+        second,
+        {GOLD[1]: -2.5, "반도체": -1.0, "부산": -5.0, GOLD[2]: -0.2, GOLD[3]: -3.0, "누리바이오": -1.0},
+        tokenizer,
+    )
     adapters = [_adapter(tmp_path / "a", b"first"), _adapter(tmp_path / "b", b"second")]
     out = tmp_path / "ensemble"
     result = run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=[member_1, member_2])
@@ -87,8 +103,11 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
     for k in (1, 2):  # each member keeps a folder of its own, scored alone
         assert json.loads((out / f"member-{k}" / "metrics.json").read_text(encoding="utf-8"))["n"] == 6
     # only the three disputed questions were scored, each candidate by each member
-    assert sorted(member_1.scored) == sorted(member_2.scored) == sorted(
-        [GOLD[1], "반도체", "부산", GOLD[2], GOLD[3], "누리바이오"])
+    assert (
+        sorted(member_1.scored)
+        == sorted(member_2.scored)
+        == sorted([GOLD[1], "반도체", "부산", GOLD[2], GOLD[3], "누리바이오"])
+    )
 
     again = [ScriptedMember([], {}, tokenizer), ScriptedMember([], {}, tokenizer)]
     rerun = run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=again)
@@ -100,20 +119,21 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
         run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=again)
 
 
-def test_a_single_run_s_answers_copied_into_a_member_folder_are_not_generated_again(tmp_path, dacon_train,
-                                                                                   default_model_dir):
+def test_a_single_run_s_answers_copied_into_a_member_folder_are_not_generated_again(
+    tmp_path, dacon_train, default_model_dir
+):
     import shutil
 
     from transformers import AutoTokenizer
-
-    from koqa.eval.evaluate import run_eval
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     adapters = [_adapter(tmp_path / "a", b"first"), _adapter(tmp_path / "b", b"second")]
     second = list(GOLD)
     second[0] = "부산"
-    run_eval(str(dacon_train), str(tmp_path / "single-a"), EvalConfig(), adapters[0],
-             generator=ScriptedMember(GOLD, {}, tokenizer))
+    evaluate(
+        EvalConfig(data=str(dacon_train), out=str(tmp_path / "single-a"), adapter=[adapters[0]]),
+        generator=ScriptedMember(GOLD, {}, tokenizer),
+    )
     out = tmp_path / "ensemble"
     (out / "member-1").mkdir(parents=True)
     shutil.copy(tmp_path / "single-a" / "generations.jsonl", out / "member-1" / "generations.jsonl")
@@ -129,8 +149,13 @@ def test_a_single_run_s_answers_copied_into_a_member_folder_are_not_generated_ag
     (other / "member-2").mkdir(parents=True)
     shutil.copy(tmp_path / "single-a" / "generations.jsonl", other / "member-2" / "generations.jsonl")
     with pytest.raises(KoqaError, match="other settings"):
-        run_ensemble_eval(str(dacon_train), str(other), EvalConfig(), adapters,
-                          generators=[ScriptedMember(GOLD, {}, tokenizer), ScriptedMember(second, {}, tokenizer)])
+        run_ensemble_eval(
+            str(dacon_train),
+            str(other),
+            EvalConfig(),
+            adapters,
+            generators=[ScriptedMember(GOLD, {}, tokenizer), ScriptedMember(second, {}, tokenizer)],
+        )
 
 
 def test_an_ensemble_needs_two_different_adapters(tmp_path, dacon_train):
@@ -138,7 +163,7 @@ def test_an_ensemble_needs_two_different_adapters(tmp_path, dacon_train):
     with pytest.raises(KoqaError, match="at least two adapters"):
         run_ensemble_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), [adapter])
     with pytest.raises(KoqaError, match="the same adapter is named twice"):
-        run_ensemble_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), [adapter, adapter])
+        evaluate(EvalConfig(data=str(dacon_train), out=str(tmp_path / "out"), adapter=[adapter, adapter]))
 
 
 def _random_lora(model_dir, out, seed):
@@ -149,8 +174,9 @@ def _random_lora(model_dir, out, seed):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft.save_pretrained(out)
     return out
 
@@ -215,7 +241,9 @@ def test_vllm_scores_match_transformers_with_and_without_the_prefix_cache(tiny_m
     assert got == pytest.approx(hf_model.score(prompts, continuations), abs=1e-3)
     assert got_first == pytest.approx(hf_model.score([p for p, _ in first], [c for _, c in first]), abs=1e-3)
     assert got_second == pytest.approx(hf_model.score([p for p, _ in second], [c for _, c in second]), abs=1e-3)
-    assert got_second[1] == pytest.approx(got_first[0], abs=1e-4) and got_second[2] == pytest.approx(got_first[1], abs=1e-4)
+    assert got_second[1] == pytest.approx(got_first[0], abs=1e-4) and got_second[2] == pytest.approx(
+        got_first[1], abs=1e-4
+    )
     assert cached >= 3 * 256  # each of the three read two blocks from the cache
     # prompts never seen before are prefilled first, so even the first call reads the passage's blocks
     assert cached_first >= 256
@@ -223,10 +251,30 @@ def test_vllm_scores_match_transformers_with_and_without_the_prefix_cache(tiny_m
 
 def test_koqa_eval_with_two_adapters_writes_the_ensemble(tmp_path, dacon_train, tiny_model_dir, tiny_loras):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "koqa.cli", "eval", "--data", str(dacon_train), "--out", str(out),
-                             "--model", str(tiny_model_dir), "--backend", "hf", "--adapter", str(tiny_loras[0]),
-                             "--adapter", str(tiny_loras[1])], capture_output=True, text=True, timeout=600,
-                            input="")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "koqa.cli",
+            "eval",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--backend",
+            "hf",
+            "--adapter",
+            str(tiny_loras[0]),
+            "--adapter",
+            str(tiny_loras[1]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        input="",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "member 1: f1" in result.stdout and "member 2: f1" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))

@@ -1,6 +1,7 @@
 """koqa eval: scoring, resumable answers, span snapping, and the real backends."""
 
 import csv
+import dataclasses
 import json
 import signal
 import subprocess
@@ -12,7 +13,8 @@ import pytest
 from conftest import DACON_ROWS, KORQUAD, default_sigint
 from koqa.errors import KoqaError
 from koqa.eval.backends import GenerationParams, choose_backend, cut_at_stop
-from koqa.eval.evaluate import EvalConfig, run_eval
+from koqa.eval.config import EvalConfig
+from koqa.eval.evaluate import evaluate
 from koqa.eval.span import snap_to_span
 
 GOLD = {r[0]: r[3] for r in DACON_ROWS}
@@ -32,6 +34,15 @@ class ScriptedGenerator:
         self.calls.append(len(prompts))
         return [self.answers.pop(0) + "\n### 다음" for _ in prompts]
 
+    def close(self):
+        self.closed = True
+
+
+def run_eval(data, out, config, adapter=None, generator=None):
+    """`evaluate` of `data` into `out` with `config`'s other settings."""
+    config = dataclasses.replace(config, data=data, out=out, adapter=[adapter] if adapter else [])
+    return evaluate(config, generator=generator)
+
 
 def _rows(path):
     with open(path, encoding="utf-8", newline="") as handle:
@@ -41,7 +52,7 @@ def _rows(path):
 def test_scores_reports_and_postprocessing(tmp_path, dacon_train, default_model_dir):
     answers = [GOLD[r[0]] for r in DACON_ROWS]
     answers[1] = "  반도체  "  # partial; stripped
-    answers[2] = "부산"       # wrong
+    answers[2] = "부산"  # wrong
     result = run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(answers))
     metrics = result["metrics"]
     assert metrics["n"] == 6
@@ -126,9 +137,11 @@ def test_answers_from_retrained_weights_or_another_dtype_are_not_mixed(tmp_path,
 
 def test_prefix_adapter_falls_back_to_transformers(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}', encoding="utf-8")
-    assert choose_backend("auto", str(tmp_path)) == "hf"
+    from koqa.runs import peft_type
+
+    assert choose_backend("auto", peft_type(tmp_path)) == "hf"
     with pytest.raises(KoqaError, match="vLLM cannot serve a PREFIX_TUNING adapter|vLLM is not installed"):
-        choose_backend("vllm", str(tmp_path))
+        choose_backend("vllm", peft_type(tmp_path))
 
 
 def test_hf_backend_on_a_tiny_model(tmp_path, dacon_train, tiny_model_dir):
@@ -139,8 +152,14 @@ def test_hf_backend_on_a_tiny_model(tmp_path, dacon_train, tiny_model_dir):
 
 
 def _koqa(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "koqa.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "koqa.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+        **kwargs,
+    )
 
 
 def _wait_for_lines(path, n, proc, timeout=240):
@@ -163,8 +182,21 @@ def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig,
     cfg = tmp_path / "eval.yaml"
     cfg.write_text("chunk_size: 2\nbatch_size: 2\nmax_new_tokens: 16\nmax_length: 512\n", encoding="utf-8")
     out = tmp_path / "out"
-    args = ["eval", "--data", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--backend", "hf",
-            "--config", str(cfg), "--limit", "24"]
+    args = [
+        "eval",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--backend",
+        "hf",
+        "--config",
+        str(cfg),
+        "--limit",
+        "24",
+    ]
     proc = _koqa(args)
     assert _wait_for_lines(out / "generations.jsonl", 3, proc), proc.communicate()[1][-2000:]
     proc.send_signal(sig)
@@ -184,11 +216,12 @@ def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig,
 @pytest.mark.vllm
 def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_model_dir):
     pytest.importorskip("vllm")
+    from transformers import AutoTokenizer
+
     from koqa.data_tools.readers import read_squad_json
     from koqa.data_tools.split import korquad_article_split
     from koqa.eval.backends import load_generator
     from koqa.prompting import PromptRenderer, PromptTemplate
-    from transformers import AutoTokenizer
 
     _, evaluation = korquad_article_split(read_squad_json(KORQUAD).records)
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
@@ -206,7 +239,7 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
 
 
 def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, default_model_dir, monkeypatch):
-    import koqa.eval.evaluate as evaluate
+    import koqa.eval.pipeline as pipeline
 
     asked = []
 
@@ -214,8 +247,8 @@ def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, defa
         asked.append((backend, options))
         return ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS])
 
-    monkeypatch.setattr(evaluate, "choose_backend", lambda name, adapter: name)
-    monkeypatch.setattr(evaluate, "load_generator", fake_load_generator)
+    monkeypatch.setattr(pipeline, "choose_backend", lambda name, adapter: name)
+    monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
     run_eval(str(dacon_train), str(tmp_path / "a"), EvalConfig(backend="vllm", vllm_compile=True))
     run_eval(str(dacon_train), str(tmp_path / "b"), EvalConfig(backend="vllm"))
     run_eval(str(dacon_train), str(tmp_path / "c"), EvalConfig(backend="hf", vllm_compile=True))
@@ -252,8 +285,11 @@ def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny
     generator = load_generator("vllm", str(tiny_model_dir), max_model_len=300)
     assert generator.generate([[2, 100, 200]], GenerationParams(max_new_tokens=2))
     # multiprocessing's resource tracker, started with the first engine, lives as long as this process
-    started = {p.pid for p in psutil.Process().children(recursive=True)
-               if not any("resource_tracker" in part for part in p.cmdline())} - before
+    started = {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if not any("resource_tracker" in part for part in p.cmdline())
+    } - before
     assert started  # the engine core runs in its own process
     cores = os.sched_getaffinity(0)
     if 1 < len(cores) <= ALL_CORES_TO_WORKER_UP_TO:
@@ -282,3 +318,28 @@ def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny
     while time.time() < deadline and running():
         time.sleep(0.5)
     assert not running()
+
+
+def test_a_backend_refuses_options_it_does_not_take(tiny_model_dir):
+    from koqa.eval.backends import load_generator
+
+    with pytest.raises(
+        KoqaError,
+        match="the hf backend takes no option\\(s\\) lora_mode, max_model_len; it takes "
+        "device, dtype, model_obj, tokenizer",
+    ):
+        load_generator("hf", str(tiny_model_dir), max_model_len=512, lora_mode="merge")
+
+
+def test_a_generator_the_evaluation_opened_is_closed(tmp_path, dacon_train, default_model_dir, monkeypatch):
+    import koqa.eval.pipeline as pipeline
+
+    opened = []
+
+    def fake_load_generator(backend, model, adapter=None, **options):
+        opened.append(ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS]))
+        return opened[-1]
+
+    monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
+    run_eval(str(dacon_train), str(tmp_path), EvalConfig(backend="hf"))
+    assert len(opened) == 1 and getattr(opened[0], "closed", False)

@@ -1,6 +1,8 @@
 import pytest
 
-from koqa.eval.metrics import char_f1, exact_match, normalize_answer, score_dataset, score_one, token_f1
+from koqa.data_tools.records import QARecord
+from koqa.eval.metrics import char_f1, exact_match, normalize_answer, score_one, token_f1
+from koqa.eval.scoring import score_questions
 
 
 def test_normalize_answer_follows_korquad():
@@ -43,8 +45,9 @@ def test_best_gold_and_dataset_mean_with_unanswered():
     assert one == {"f1": 1.0, "exact_match": 1.0, "token_f1": 1.0}
     gold = {"q1": ["서울"], "q2": ["부산광역시"], "q3": ["대구"]}
     preds = {"q1": "서울", "q2": "부산"}  # q3 unanswered: scores 0
-    metrics = score_dataset(gold, preds)
+    rows, metrics = score_questions([QARecord(i, "맥락", "질문", answers) for i, answers in gold.items()], preds)
+    assert [row["f1"] for row in rows][2] == 0.0
     f1_q2 = 2 * 1 * 0.4 / 1.4
     assert metrics["f1"] == pytest.approx((1 + f1_q2 + 0) / 3)
     assert metrics["exact_match"] == pytest.approx(1 / 3)
-    assert metrics["n"] == 3 and metrics["answered"] == 2
+    assert metrics["n"] == 3

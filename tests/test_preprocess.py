@@ -3,19 +3,33 @@ import json
 import pytest
 
 from conftest import DACON_ROWS, KORQUAD, write_csv
-from koqa.config import load_config
+from koqa.config import load
 from koqa.errors import KoqaError
-from koqa.preprocess import PreprocessConfig, run_preprocess
+from koqa.preprocess import PreprocessConfig, preprocess
+
+
+def run_preprocess(inputs, out, config):
+    """`preprocess` of `inputs` into `out` with `config`'s other settings."""
+    config.inputs, config.out = inputs, out
+    return preprocess(config)
 
 
 def test_dacon_preprocess_writes_every_output(tmp_path, dacon_train, default_model_dir):
     out = tmp_path / "out"
     stats = run_preprocess([str(dacon_train)], str(out), PreprocessConfig(validation_fraction=0.3))
-    assert {p.name for p in out.iterdir()} == {"train.jsonl", "validation.jsonl", "stats.json", "stats.md",
-                                                "prompt_tokens_hist.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "train.jsonl",
+        "validation.jsonl",
+        "stats.json",
+        "stats.md",
+        "prompt_tokens_hist.png",
+    }
     assert (out / "prompt_tokens_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl")
-            for line in (out / f).read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for f in ("train.jsonl", "validation.jsonl")
+        for line in (out / f).read_text(encoding="utf-8").splitlines()
+    ]
     assert sorted(r["id"] for r in rows) == sorted(r[0] for r in DACON_ROWS)
     first = next(r for r in rows if r["id"] == "TRAIN_002")
     assert first["answer_tokens"] >= 1 and first["context_morphemes"] > first["answer_morphemes"]
@@ -43,11 +57,17 @@ def test_failure_leaves_no_partial_output(tmp_path, default_model_dir):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("setting, match", [
-    ({"validation_fraction": 1.5}, "field 'validation_fraction': validation_fraction must be at least 0 and below 1, got 1.5"),
-    ({"validation_fraction": -0.1}, "validation_fraction must be at least 0 and below 1, got -0.1"),
-    ({"max_length": 0}, "field 'max_length': max_length must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        (
+            {"validation_fraction": 1.5},
+            "field 'validation_fraction': validation_fraction must be at least 0 and below 1, got 1.5",
+        ),
+        ({"validation_fraction": -0.1}, "validation_fraction must be at least 0 and below 1, got -0.1"),
+        ({"max_length": 0}, "field 'max_length': max_length must be positive, got 0"),
+    ],
+)
 def test_bad_settings_fail_before_any_work(tmp_path, dacon_train, setting, match):
     with pytest.raises(KoqaError, match=match):
         run_preprocess([str(dacon_train)], str(tmp_path / "o"), PreprocessConfig(**setting))
@@ -61,9 +81,20 @@ def test_test_csv_is_not_split(tmp_path, dacon_test, default_model_dir):
 
 def test_normalisation_keeps_answers_that_stay_spans(tmp_path, default_model_dir):
     context = "《토지》는 박경리의 소설이다. 서울에서 열린 행사."
-    path = write_csv(tmp_path / "t.csv", ["id", "context", "question", "answer"],
-                     [("a", context, "소설은?", "《토지》는"), ("b", context, "어디서?", "서울에서")])
-    config = load_config(PreprocessConfig, None, {"answer_normalization": ["josa", "quotes_brackets"], "split": "none"})
+    path = write_csv(
+        tmp_path / "t.csv",
+        ["id", "context", "question", "answer"],
+        [("a", context, "소설은?", "《토지》는"), ("b", context, "어디서?", "서울에서")],
+    )
+    config = load(
+        PreprocessConfig,
+        flags={
+            "answer_normalization": ["josa", "quotes_brackets"],
+            "split": "none",
+            "inputs": [str(path)],
+            "out": str(tmp_path / "o"),
+        },
+    )
     stats = run_preprocess([str(path)], str(tmp_path / "o"), config)
     rows = [json.loads(x) for x in (tmp_path / "o" / "all.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["id"]: r["answers"][0] for r in rows} == {"a": "토지", "b": "서울"}

@@ -11,7 +11,9 @@ def tokenizer(default_model_dir):
 
 
 def test_shipped_templates():
-    assert {"ko_instruct", "ko_question_first", "ko_plain", "ko_extractive", "ko_chat.chat"} <= set(available_templates())
+    assert {"ko_instruct", "ko_question_first", "ko_plain", "ko_extractive", "ko_chat.chat"} <= set(
+        available_templates()
+    )
     assert PromptTemplate.load("ko_chat.chat").chat
 
 
@@ -63,8 +65,11 @@ def test_prompt_length_agrees_with_batched_frame_lengths(tokenizer):
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_question_first"), max_length=4096)
     context, question = "한국은행은 기준금리를 동결했다.", "기준금리는?"
     ctx_tokens = len(tokenizer(context, add_special_tokens=False).input_ids)
-    assert renderer.frame_lengths([question])[0] + ctx_tokens == renderer.prompt_length(context, question) \
+    assert (
+        renderer.frame_lengths([question])[0] + ctx_tokens
+        == renderer.prompt_length(context, question)
         == len(renderer.render(context, question).ids)
+    )
 
 
 def test_template_errors(tmp_path, tokenizer):

@@ -13,7 +13,7 @@ def test_dacon_train_and_test(dacon_train, dacon_test):
     train = read_dacon_csv(dacon_train)
     assert train.has_answers and len(train.records) == len(DACON_ROWS)
     first = train.records[0]
-    assert first.answers == ["1,200억 원"] and first.context[first.answer_starts[0]:].startswith("1,200억 원")
+    assert first.answers == ["1,200억 원"] and first.context[first.answer_starts[0] :].startswith("1,200억 원")
     assert first.row == "2"  # CSV line number, header is line 1
     test = read_dacon_csv(dacon_test)
     assert not test.has_answers and test.records[0].answers == []
@@ -62,8 +62,12 @@ def test_empty_whitespace_and_nan_fields_fail_with_row_and_field(tmp_path, bad_v
 
 
 def test_skip_mode_reports_every_excluded_row(tmp_path):
-    rows = [DACON_ROWS[0], ("TRAIN_X", DACON_ROWS[1][1], " ", "x"), DACON_ROWS[0],
-            ("TRAIN_Y", DACON_ROWS[2][1], "질문?", "없는 답")]
+    rows = [
+        DACON_ROWS[0],
+        ("TRAIN_X", DACON_ROWS[1][1], " ", "x"),
+        DACON_ROWS[0],
+        ("TRAIN_Y", DACON_ROWS[2][1], "질문?", "없는 답"),
+    ]
     path = write_csv(tmp_path / "mixed.csv", HEADER, rows)
     result = read_dacon_csv(path, on_bad_row="skip")
     assert [r.id for r in result.records] == ["TRAIN_000"]
@@ -82,8 +86,10 @@ def test_duplicate_id_fails_by_default(tmp_path):
 def test_rows_are_named_by_the_line_they_start_on(tmp_path):
     # Dacon contexts may hold newlines inside quotes: the bad row is the one starting on line 6
     path = tmp_path / "train.csv"
-    path.write_text('id,context,question,answer\nA1,"첫 줄\n둘째 줄\n셋째 줄에 서울",어디?,서울\n\n'
-                    'A2,"부산은\n항구",항구?,인천\n', encoding="utf-8")
+    path.write_text(
+        'id,context,question,answer\nA1,"첫 줄\n둘째 줄\n셋째 줄에 서울",어디?,서울\n\nA2,"부산은\n항구",항구?,인천\n',
+        encoding="utf-8",
+    )
     result = read_dacon_csv(path, on_bad_row="skip")
     assert [r.row for r in result.records] == ["2"]
     assert [(b.row, b.field) for b in result.bad_rows] == [("6", "answer")]
@@ -111,19 +117,30 @@ def test_real_korquad_dev_set():
     assert len(result.records) == 5774 and not result.bad_rows
     assert result.records[0].row.startswith("data[0].paragraphs[0].qas[0]")
     r = result.records[0]
-    assert r.context[r.answer_starts[0]: r.answer_starts[0] + len(r.answers[0])] == r.answers[0]
+    assert r.context[r.answer_starts[0] : r.answer_starts[0] + len(r.answers[0])] == r.answers[0]
 
 
-@pytest.mark.parametrize("doc, message", [
-    ([1, 2], "expected an object with a list 'data'"),
-    ({"version": "1"}, "expected an object with a list 'data'"),
-    ({"data": [{"title": "x"}]}, r"row data\[0\]: field 'paragraphs'"),
-    ({"data": [{"paragraphs": [{"context": "c"}]}]}, r"data\[0\]\.paragraphs\[0\]: field 'qas'"),
-    ({"data": [{"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": "?", "answers": "서울"}]}]}]},
-     "field 'answers': not SQuAD JSON"),
-    ({"data": [{"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": 12, "answers": []}]}]}]},
-     r"qas\[0\] \(id q\): field 'question': is a JSON int, not text"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ([1, 2], "expected an object with a list 'data'"),
+        ({"version": "1"}, "expected an object with a list 'data'"),
+        ({"data": [{"title": "x"}]}, r"row data\[0\]: field 'paragraphs'"),
+        ({"data": [{"paragraphs": [{"context": "c"}]}]}, r"data\[0\]\.paragraphs\[0\]: field 'qas'"),
+        (
+            {
+                "data": [
+                    {"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": "?", "answers": "서울"}]}]}
+                ]
+            },
+            "field 'answers': not SQuAD JSON",
+        ),
+        (
+            {"data": [{"paragraphs": [{"context": "서울", "qas": [{"id": "q", "question": 12, "answers": []}]}]}]},
+            r"qas\[0\] \(id q\): field 'question': is a JSON int, not text",
+        ),
+    ],
+)
 def test_squad_with_the_wrong_shape(tmp_path, doc, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -132,8 +149,18 @@ def test_squad_with_the_wrong_shape(tmp_path, doc, message):
 
 
 def test_squad_answer_not_in_context(tmp_path):
-    doc = {"data": [{"paragraphs": [{"context": "서울은 수도다.", "qas": [
-        {"id": "q1", "question": "수도는?", "answers": [{"text": "부산", "answer_start": 0}]}]}]}]}
+    doc = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "서울은 수도다.",
+                        "qas": [{"id": "q1", "question": "수도는?", "answers": [{"text": "부산", "answer_start": 0}]}],
+                    }
+                ]
+            }
+        ]
+    }
     path = tmp_path / "s.json"
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(KoqaError, match=r"qas\[0\] \(id q1\): field 'answers': answer '부산' does not occur"):

@@ -9,20 +9,30 @@ import pytest
 
 from conftest import DACON_ROWS
 
-PASSAGE = ("한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 "
-           "늘었다고 설명했다. 김서연 재무담당 부사장은 4분기에도 해외 고객사 주문이 이어질 것이라고 말했다. "
-           "회사는 충북 청주에 2,000억 원을 들여 새 공장을 짓고 2026년 상반기에 가동할 계획이다.")
-QUESTIONS = [("3분기 매출은?", "1,200억 원"), ("매출 증가를 이끈 것은?", "반도체 소재"),
-             ("재무담당 부사장은 누구인가?", "김서연"), ("새 공장은 어디에 짓는가?", "충북 청주"),
-             ("새 공장 투자액은?", "2,000억 원")]
+PASSAGE = (
+    "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 "
+    "늘었다고 설명했다. 김서연 재무담당 부사장은 4분기에도 해외 고객사 주문이 이어질 것이라고 말했다. "
+    "회사는 충북 청주에 2,000억 원을 들여 새 공장을 짓고 2026년 상반기에 가동할 계획이다."
+)
+QUESTIONS = [
+    ("3분기 매출은?", "1,200억 원"),
+    ("매출 증가를 이끈 것은?", "반도체 소재"),
+    ("재무담당 부사장은 누구인가?", "김서연"),
+    ("새 공장은 어디에 짓는가?", "충북 청주"),
+    ("새 공장 투자액은?", "2,000억 원"),
+]
 
 
 def records():
     from koqa.data_tools.records import QARecord
 
-    rows = [QARecord(id=f"P{i}", context=PASSAGE, question=q, answers=[a], answer_starts=[PASSAGE.index(a)])
-            for i, (q, a) in enumerate(QUESTIONS)]
-    rows += [QARecord(id=i, context=c, question=q, answers=[a], answer_starts=[c.index(a)]) for i, c, q, a in DACON_ROWS]
+    rows = [
+        QARecord(id=f"P{i}", context=PASSAGE, question=q, answers=[a], answer_starts=[PASSAGE.index(a)])
+        for i, (q, a) in enumerate(QUESTIONS)
+    ]
+    rows += [
+        QARecord(id=i, context=c, question=q, answers=[a], answer_starts=[c.index(a)]) for i, c, q, a in DACON_ROWS
+    ]
     return rows
 
 
@@ -36,8 +46,8 @@ def renderer_for(model_dir, max_length=256, template="ko_instruct"):
 
 
 def test_questions_on_one_passage_share_one_sequence(tiny_model_dir):
-    from koqa.sft import build_examples
     from koqa.shared_context import shared_context_examples
+    from koqa.train.data import build_examples
 
     renderer = renderer_for(tiny_model_dir)
     shared, excluded = shared_context_examples(records(), renderer)
@@ -50,8 +60,11 @@ def test_questions_on_one_passage_share_one_sequence(tiny_model_dir):
     answers = sorted(tuple(t for t, c in zip(e["input_ids"], e["completion_mask"]) if c) for e in shared)
     assert sum(len(a) for a in answers) == sum(sum(e["completion_mask"]) for e in single)
     longest = max(shared, key=lambda e: len(e["input_ids"]))
-    resets = [i for i in range(1, len(longest["position_ids"]))
-              if longest["position_ids"][i] <= longest["position_ids"][i - 1]]
+    resets = [
+        i
+        for i in range(1, len(longest["position_ids"]))
+        if longest["position_ids"][i] <= longest["position_ids"][i - 1]
+    ]
     assert len(resets) == 4 and len({longest["position_ids"][i] for i in resets}) == 1
 
 
@@ -71,8 +84,9 @@ def test_max_questions_and_windows_split_a_passage(tiny_model_dir):
         # branches restart at the passage's length; a lone branch ends the sequence after its question
         prefix_len = positions[resets[0]] if resets else example["completion_mask"].index(1)
         passage = renderer.tokenizer.decode(ids[:prefix_len])
-        answers = renderer.tokenizer.decode([t for t, c in zip(ids, example["completion_mask"]) if c],
-                                            skip_special_tokens=True)
+        answers = renderer.tokenizer.decode(
+            [t for t, c in zip(ids, example["completion_mask"]) if c], skip_special_tokens=True
+        )
         assert answers and all(a in passage for _, a in QUESTIONS if a in answers)
 
 
@@ -95,8 +109,9 @@ def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig as TRLConfig
 
-    from koqa.sft import _make_trainer_class, build_examples
     from koqa.shared_context import SharedContextCollator, shared_context_examples
+    from koqa.train.data import build_examples
+    from koqa.train.trainer import AnswerOnlySFTTrainer
 
     renderer = renderer_for(tiny_model_dir)
     tok = renderer.tokenizer
@@ -104,12 +119,23 @@ def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir):
     single, _ = build_examples(records(), renderer)
     assert max(len(e["input_ids"]) for e in single) > 64  # longer than the sliding window
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
-    args = TRLConfig(output_dir="/tmp/unused-koqa-test", per_device_train_batch_size=len(shared), report_to=[],
-                     use_cpu=True, completion_only_loss=True, max_length=None)
-    trainer = _make_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(shared),
-                                    processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", r=4),
-                                    data_collator=SharedContextCollator(tok.pad_token_id))
-    trainer.koqa_shared_context = True
+    args = TRLConfig(
+        output_dir="/tmp/unused-koqa-test",
+        per_device_train_batch_size=len(shared),
+        report_to=[],
+        use_cpu=True,
+        completion_only_loss=True,
+        max_length=None,
+    )
+    trainer = AnswerOnlySFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(shared),
+        processing_class=tok,
+        peft_config=LoraConfig(task_type="CAUSAL_LM", r=4),
+        data_collator=SharedContextCollator(tok.pad_token_id),
+        shared_context=True,
+    )
     peft_model = trainer.model
     with torch.no_grad():  # LoRA B starts at zero: give the adapter weight so it is part of the check
         for name, param in peft_model.named_parameters():
@@ -123,20 +149,39 @@ def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir):
         total, count = 0.0, 0
         for example in single:
             ids = torch.tensor([example["input_ids"]])
-            labels = torch.tensor([[t if c else -100 for t, c in zip(example["input_ids"], example["completion_mask"])]])
+            labels = torch.tensor(
+                [[t if c else -100 for t, c in zip(example["input_ids"], example["completion_mask"])]]
+            )
             logits = peft_model(input_ids=ids).logits
-            total += torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:], ignore_index=-100,
-                                                       reduction="sum").item()
+            total += torch.nn.functional.cross_entropy(
+                logits[0, :-1].float(), labels[0, 1:], ignore_index=-100, reduction="sum"
+            ).item()
             count += int((labels[0, 1:] != -100).sum())
     assert fast.item() == pytest.approx(total / count, rel=1e-6)
 
 
 def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, dacon_train):
-    from test_sft import TINY, koqa
+    from test_train import TINY, koqa
 
     run = tmp_path / "run"
-    result = koqa(["sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir),
-                   "--max-steps", "1", *TINY, "--set", "shared_context=true", "--set", "batch_size=5"])
+    result = koqa(
+        [
+            "sft",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(run),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            *TINY,
+            "--set",
+            "shared_context=true",
+            "--set",
+            "batch_size=5",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     # six questions on five contexts: one step of five sequences trains on all six
@@ -144,9 +189,41 @@ def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, 
     assert summary["questions_seen"] == len(DACON_ROWS) == 6
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
     assert info["train_examples"] == 5 and info["train_questions"] == 6 and info["train_tokens"] > 0
-    bad = koqa(["sft", "--method", "prefix", "--data", str(dacon_train), "--out", str(tmp_path / "p"),
-                "--model", str(tiny_model_dir), "--max-steps", "1", *TINY, "--set", "shared_context=true"])
+    bad = koqa(
+        [
+            "sft",
+            "--method",
+            "prefix",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(tmp_path / "p"),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            *TINY,
+            "--set",
+            "shared_context=true",
+        ]
+    )
     assert bad.returncode != 0 and "shared_context works with lora and qlora" in bad.stderr
-    bad = koqa(["sft", "--data", str(dacon_train), "--out", str(tmp_path / "q"), "--model", str(tiny_model_dir),
-                "--max-steps", "1", *TINY, "--set", "shared_context=true", "--set", "answer_only_logits=false"])
+    bad = koqa(
+        [
+            "sft",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(tmp_path / "q"),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            *TINY,
+            "--set",
+            "shared_context=true",
+            "--set",
+            "answer_only_logits=false",
+        ]
+    )
     assert bad.returncode != 0 and "shared_context needs answer_only_logits" in bad.stderr

@@ -22,5 +22,5 @@ def test_split_never_shares_a_context_and_is_deterministic():
 def test_korquad_article_split_matches_the_notice():
     train, evaluation = korquad_article_split(read_squad_json(KORQUAD).records)
     assert len(evaluation) == 1287 and len(train) == 4487
-    assert {int(r.row[5:r.row.index("]")]) % 5 for r in evaluation} == {0}
+    assert {int(r.row[5 : r.row.index("]")]) % 5 for r in evaluation} == {0}
     assert not {r.context for r in train} & {r.context for r in evaluation}

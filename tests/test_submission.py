@@ -4,7 +4,11 @@ import pytest
 
 from conftest import write_csv
 from koqa.errors import KoqaError
-from koqa.eval.submission import write_submission
+from koqa.eval.submission import SubmitConfig, submit
+
+
+def write_submission(pred, sample, out, **options):
+    return submit(SubmitConfig(pred=pred, sample=sample, out=out, **options))
 
 
 @pytest.fixture
@@ -18,8 +22,11 @@ def _read(path):
 
 
 def test_answers_in_sample_order(tmp_path, sample):
-    pred = write_csv(tmp_path / "predictions.csv", ["id", "question", "prediction"],
-                     [("T1", "q", "서울"), ("T3", "q", "1,200억 원"), ("T2", "q", "김민준")])
+    pred = write_csv(
+        tmp_path / "predictions.csv",
+        ["id", "question", "prediction"],
+        [("T1", "q", "서울"), ("T3", "q", "1,200억 원"), ("T2", "q", "김민준")],
+    )
     out = tmp_path / "submission.csv"
     report = write_submission(str(pred), str(sample), str(out))
     assert _read(out) == [["id", "answer"], ["T2", "김민준"], ["T1", "서울"], ["T3", "1,200억 원"]]
@@ -30,10 +37,12 @@ def test_missing_extra_and_foreign_ids_fail_and_keep_the_previous_file(tmp_path,
     out = tmp_path / "submission.csv"
     out.write_text("previous\n", encoding="utf-8")
     missing = write_csv(tmp_path / "m.csv", ["id", "answer"], [("T1", "a"), ("T2", "b")])
-    with pytest.raises(KoqaError, match="m.csv: field 'id': 1 sample id\\(s\\) have no prediction, e.g. 'T3'"):
+    with pytest.raises(
+        KoqaError, match="m.csv: field 'id': 1 id\\(s\\) of sample_submission.csv have no prediction, e.g. 'T3'"
+    ):
         write_submission(str(missing), str(sample), str(out))
     extra = write_csv(tmp_path / "e.csv", ["id", "answer"], [("T1", "a"), ("T2", "b"), ("T3", "c"), ("T9", "d")])
-    with pytest.raises(KoqaError, match="1 prediction id\\(s\\) are not in the sample, e.g. 'T9'"):
+    with pytest.raises(KoqaError, match="1 prediction id\\(s\\) are not in sample_submission.csv, e.g. 'T9'"):
         write_submission(str(extra), str(sample), str(out))
     foreign = write_csv(tmp_path / "f.csv", ["id", "answer"], [("X1", "a"), ("X2", "b")])
     with pytest.raises(KoqaError, match="predictions for another test set"):

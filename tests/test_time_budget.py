@@ -8,12 +8,23 @@ import sys
 
 import pytest
 
+from koqa.config import load
 from koqa.errors import KoqaError
-from koqa.sft import load_sft_config
 from koqa.time_budget import CLOCK_FILE, TrainingClock, cosine_with_warmup
+from koqa.train.config import TrainConfig
 
-TINY = ["--set", "max_length=256", "--set", "logging_steps=1", "--set", "validation_limit=0",
-        "--set", "batch_size=2", "--set", "lora_r=4"]
+TINY = [
+    "--set",
+    "max_length=256",
+    "--set",
+    "logging_steps=1",
+    "--set",
+    "validation_limit=0",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "lora_r=4",
+]
 
 
 def test_cosine_with_warmup_shape():
@@ -37,19 +48,43 @@ def test_clock_continues_from_a_checkpoint(tmp_path):
 
 def test_schedule_over_minutes_needs_a_budget():
     with pytest.raises(KoqaError, match="needs a time budget"):
-        load_sft_config(None, {"schedule_over": "minutes"})
-    with pytest.raises(KoqaError, match="schedule_over"):
-        load_sft_config(None, {"schedule_over": "hours", "max_minutes": 1})
+        load(TrainConfig, flags={"data": "x", "out": "y", "schedule_over": "minutes"})
+    with pytest.raises(KoqaError, match="schedule_over must be one of steps, minutes"):
+        load(TrainConfig, flags={"data": "x", "out": "y", "schedule_over": "hours", "max_minutes": 1})
 
 
 def test_run_stops_on_time_with_the_learning_rate_decayed(tmp_path, tiny_model_dir, dacon_train):
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "koqa.cli", "sft", "--data", str(dacon_train), "--out", str(run),
-         "--model", str(tiny_model_dir), "--max-minutes", "0.25", "--set", "schedule_over=minutes",
-         "--set", "epochs=1000", "--set", "warmup_ratio=0.1", "--set", "learning_rate=0.001",
-         "--set", "save_steps=1000000", *TINY],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "koqa.cli",
+            "sft",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(run),
+            "--model",
+            str(tiny_model_dir),
+            "--max-minutes",
+            "0.25",
+            "--set",
+            "schedule_over=minutes",
+            "--set",
+            "epochs=1000",
+            "--set",
+            "warmup_ratio=0.1",
+            "--set",
+            "learning_rate=0.001",
+            "--set",
+            "save_steps=1000000",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     rates = [(r["elapsed_s"], r["learning_rate"]) for r in rows if "learning_rate" in r]
@@ -58,7 +93,7 @@ def test_run_stops_on_time_with_the_learning_rate_decayed(tmp_path, tiny_model_d
     assert 0.5e-3 < peak <= 1e-3
     assert rates[-1][1] < 0.2 * peak, rates[-5:]  # decayed towards 0 by the end of the budget
     top = max(range(len(rates)), key=lambda i: rates[i][1])
-    assert all(a[1] >= b[1] for a, b in zip(rates[top:], rates[top + 1:]))  # falls monotonically after the peak
+    assert all(a[1] >= b[1] for a, b in zip(rates[top:], rates[top + 1 :]))  # falls monotonically after the peak
     summary = json.loads((run / "metrics.json").read_text())
     assert 15 <= summary["train_seconds"] < 60
     final = sorted((run / "checkpoints").glob("checkpoint-*"))[-1]

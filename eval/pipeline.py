@@ -1,0 +1,167 @@
+"""The parts of an evaluation that a single run and an ensemble share: read the questions, prepare
+one adapter's renderer and answer-log fingerprint, open its backend, generate, post-process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from koqa.data_tools.readers import read_records
+from koqa.data_tools.split import korquad_article_split
+from koqa.errors import KoqaError
+from koqa.eval.answer_log import AnswerLog
+from koqa.eval.backends import GenerationParams, choose_backend, load_generator
+from koqa.eval.config import EvalConfig
+from koqa.eval.span import snap_to_span
+from koqa.runs import Adapter, adapter_digest, locate_adapter
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_LENGTH = 1024
+
+
+def postprocess(raw: str, context: str, normalize, span: str) -> str:
+    answer = raw.strip().split("\n")[0].strip()
+    answer = normalize(answer)
+    if span == "snap":
+        answer = snap_to_span(answer, context)
+    return answer
+
+
+def read_eval_records(config: EvalConfig) -> list:
+    result = read_records(config.data, encoding=config.encoding, check_span=False)
+    records = result.records
+    if config.korquad_split:
+        train, evaluation = korquad_article_split(records)
+        records = evaluation if config.korquad_split == "eval" else train
+    if config.limit:
+        records = records[: config.limit]
+    if not records:
+        raise KoqaError("no questions to evaluate", file=config.data)
+    return records
+
+
+@dataclass
+class PreparedEval:
+    """What one adapter's evaluation reads before it generates: the questions, the prompt renderer
+    (the run's own template and lengths) and the fingerprint its answer log is keyed by."""
+
+    records: list
+    renderer: object
+    model: str
+    adapter: Adapter | None
+    fingerprint: dict
+    template_name: str
+    max_length: int
+
+    @property
+    def adapter_dir(self) -> str | None:
+        return self.adapter.dir if self.adapter else None
+
+    def settings(self, config: EvalConfig) -> dict:
+        """The settings report.md lists."""
+        return {
+            "data": config.data,
+            "model": self.model,
+            "adapter": self.adapter_dir,
+            "template": self.template_name,
+            "max_length": self.max_length,
+            "span": config.span,
+        }
+
+
+def _template(config: EvalConfig, adapter: Adapter | None):
+    from koqa.prompting import DEFAULT_TEMPLATE, PromptTemplate
+
+    if config.template:
+        return PromptTemplate.load(config.template)
+    run_template = adapter.template_path() if adapter else None
+    return PromptTemplate.load(str(run_template) if run_template else DEFAULT_TEMPLATE)
+
+
+def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = None) -> PreparedEval:
+    from transformers import AutoTokenizer
+
+    from koqa.model_store import resolve_model
+    from koqa.prompting import PromptRenderer
+
+    adapter = locate_adapter(adapter_path) if adapter_path else None
+    info = adapter.info if adapter else None
+    model = resolve_model(config.model or (info.model if info else None))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    template = _template(config, adapter)
+    max_length = config.max_length or (info.max_length if info else None) or DEFAULT_MAX_LENGTH
+    renderer = PromptRenderer(
+        tokenizer,
+        template,
+        max_length=max_length,
+        max_answer_tokens=config.max_new_tokens,
+        max_context_chars=config.max_context_chars,
+    )
+    # the adapter by its weights, not only its folder: a run retrained in place must not reuse old answers
+    fingerprint = {
+        "model": model,
+        "adapter": adapter.dir if adapter else None,
+        "adapter_digest": adapter_digest(adapter.dir, model) if adapter else None,
+        "template": template.text,
+        "max_length": max_length,
+        "max_context_chars": config.max_context_chars,
+        "max_new_tokens": config.max_new_tokens,
+        "dtype": config.dtype,
+    }
+    return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length)
+
+
+def open_generator(prepared: PreparedEval, config: EvalConfig):
+    """The backend `config.backend` picks for this adapter, loaded; the caller closes it."""
+    backend = choose_backend(config.backend, prepared.adapter.peft_type if prepared.adapter else None)
+    options = {}
+    if backend == "vllm":  # an engine sizes its KV cache for the longest sequence
+        options["max_model_len"] = prepared.max_length + config.max_new_tokens
+        if config.vllm_compile:
+            options["compile"] = True
+    return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype, **options)
+
+
+def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, generator=None) -> dict:
+    """Raw answers {id: text} for every question, appended to OUT/generations.jsonl as they come
+    (a re-run skips the ones already there). Loads the backend only when something is left to answer;
+    a backend it loaded is closed before it returns."""
+    out.mkdir(parents=True, exist_ok=True)
+    answers = AnswerLog(out / "generations.jsonl", prepared.fingerprint)
+    pending = [r for r in prepared.records if r.id not in answers.done]
+    backend = generator.name if generator is not None else None
+    elapsed = 0.0
+    if pending:
+        owned = generator is None
+        if owned:
+            generator = open_generator(prepared, config)
+            backend = generator.name
+        params = GenerationParams(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+        log.info(
+            "generating %d answers with the %s backend (%d already done)",
+            len(pending),
+            backend,
+            len(prepared.records) - len(pending),
+        )
+        started = time.perf_counter()
+        try:
+            for start in range(0, len(pending), config.chunk_size):
+                chunk = pending[start : start + config.chunk_size]
+                prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
+                raw = generator.generate(prompts, params)
+                answers.append([(r.id, text) for r, text in zip(chunk, raw)])
+                done = start + len(chunk)
+                rate = done / (time.perf_counter() - started)
+                log.info("answered %d/%d (%.2f questions/s)", done, len(pending), rate)
+        finally:
+            if owned:
+                generator.close()
+        elapsed = time.perf_counter() - started
+    return {
+        "raw": {r.id: answers.done[r.id] for r in prepared.records},
+        "backend": backend,
+        "generated": len(pending),
+        "seconds": elapsed,
+    }

@@ -1,0 +1,198 @@
+"""The run folder: what `koqa sft` writes and `koqa eval`, `koqa merge` and the demo read.
+
+One module owns the format, so that no stage re-derives where a file lives:
+
+    RUN/config.yaml           the resolved settings of the run
+    RUN/template.txt          the prompt template the adapter was trained with (eval renders it)
+    RUN/koqa_run.json         `RunInfo`: base model, method, lengths, seed, versions, data counts
+    RUN/log.jsonl             one JSON line per logging step (loss, learning rate, tokens/s, memory)
+    RUN/loss_curve.png        the training loss
+    RUN/metrics.json          the training summary (and validation F1 / EM)
+    RUN/adapter/              the adapter (safetensors) and the tokenizer
+    RUN/checkpoints/          checkpoint-N folders, for --resume
+    RUN/validation.jsonl      the validation questions, and RUN/validation/ their evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from koqa.atomic import write_json, write_text
+from koqa.errors import KoqaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunInfo:
+    """koqa_run.json: what a run was trained from, and what evaluating its adapter needs."""
+
+    model: str | None  # as given (None: the embedded default)
+    model_path: str  # the folder it resolved to
+    method: str
+    template: str  # the template's name
+    max_length: int  # the prompt limit `koqa eval` uses for this adapter
+    train_max_length: int
+    seed: int
+    train_examples: int
+    train_questions: int
+    train_tokens: int
+    excluded: list[dict] = field(default_factory=list)
+    template_file: str = "template.txt"
+    versions: dict[str, str] = field(default_factory=dict)
+    counterfactual: dict | None = None
+    synthetic: dict | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None or k not in ("counterfactual", "synthetic")
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RunFolder:
+    """Paths and reads/writes of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.yaml"
+        self.template_file = self.path / "template.txt"
+        self.info_file = self.path / "koqa_run.json"
+        self.log_file = self.path / "log.jsonl"
+        self.loss_curve = self.path / "loss_curve.png"
+        self.metrics_file = self.path / "metrics.json"
+        self.adapter_dir = self.path / "adapter"
+        self.checkpoints_dir = self.path / "checkpoints"
+        self.validation_file = self.path / "validation.jsonl"
+        self.validation_dir = self.path / "validation"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def holds_a_run(self) -> bool:
+        return self.checkpoints_dir.is_dir()
+
+    def info(self) -> RunInfo | None:
+        if not self.info_file.is_file():
+            return None
+        try:
+            return RunInfo.from_json(json.loads(self.info_file.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise KoqaError(f"is not a koqa run-info file ({exc})", file=str(self.info_file)) from None
+
+    def saved_config(self) -> dict | None:
+        import yaml
+
+        if not self.config_file.is_file():
+            return None
+        return yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+
+    def saved_template(self) -> str | None:
+        return self.template_file.read_text(encoding="utf-8") if self.template_file.is_file() else None
+
+    def write_start(self, settings: dict, template_text: str, info: RunInfo) -> None:
+        """The files that describe the run, written before training starts."""
+        import yaml
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config_file, yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
+        write_text(self.template_file, template_text)
+        write_json(self.info_file, info.to_json())
+
+    def last_complete_checkpoint(self) -> str | None:
+        """The newest checkpoint whose trainer_state.json (written last) exists; half-written ones are removed."""
+        if not self.checkpoints_dir.is_dir():
+            return None
+        found = sorted(
+            (int(p.name.split("-")[-1]), p) for p in self.checkpoints_dir.glob("checkpoint-*") if p.is_dir()
+        )
+        complete = None
+        for _, path in found:
+            if (path / "trainer_state.json").is_file():
+                complete = path
+            else:
+                log.warning("removing incomplete checkpoint %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+        return str(complete) if complete else None
+
+    def log_rows(self) -> list[dict]:
+        if not self.log_file.is_file():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def append_log(self, row: dict) -> None:
+        with open(self.log_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log rows a killed run wrote after the checkpoint it resumes from."""
+        rows = [row for row in self.log_rows() if row.get("step", 0) <= step]
+        write_text(self.log_file, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def peft_type(adapter_dir: str | Path) -> str:
+    """PEFT's own name of an adapter's kind (LORA, PREFIX_TUNING, PROMPT_TUNING...)."""
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.is_file():
+        raise KoqaError(
+            "not an adapter folder: no adapter_config.json",
+            file=str(adapter_dir),
+            fix="pass the run folder written by `koqa sft` (or its adapter/ folder)",
+        )
+    return json.loads(config.read_text(encoding="utf-8")).get("peft_type")
+
+
+@dataclass
+class Adapter:
+    """An adapter to evaluate or merge: its folder, and the run it belongs to where there is one."""
+
+    dir: str
+    run: RunFolder | None
+    info: RunInfo | None
+
+    @property
+    def peft_type(self) -> str:
+        return peft_type(self.dir)
+
+    def template_path(self) -> Path | None:
+        if self.run is None or self.info is None:
+            return None
+        path = self.run.path / self.info.template_file
+        return path if path.is_file() else None
+
+
+def locate_adapter(path: str | Path) -> Adapter:
+    """The adapter of a `koqa sft` run folder, or a bare adapter folder (inside a run or not)."""
+    p = Path(path)
+    for adapter, run_dir in ((p / "adapter", p), (p, p.parent)):
+        if (adapter / "adapter_config.json").is_file():
+            run = RunFolder(run_dir)
+            return Adapter(str(adapter), run, run.info())
+    raise KoqaError(
+        "not a koqa run or adapter folder (no adapter_config.json)",
+        file=str(p),
+        fix="pass the --out folder of `koqa sft`",
+    )
+
+
+def adapter_digest(adapter_dir: str | Path, base_model: str) -> str:
+    """The adapter's identity: its base model's folder and its weights' and config's bytes."""
+    digest = hashlib.sha256(str(Path(base_model).resolve()).encode())
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        with open(Path(adapter_dir) / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,156 @@
+"""`koqa sft` settings: one dataclass, its fields the command's flags (see koqa/config.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from koqa.config import AT_LEAST_ONE, BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE, STEPS_OR_NO_LIMIT, setting
+from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
+from koqa.runtime import DTYPES
+from koqa.train.methods import METHODS
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCHEDULE_OVER = ("steps", "minutes")
+# what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "max_steps",
+        "max_minutes",
+        "epochs",
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "report_to",
+        "validation_limit",
+        "validation_batch_size",
+        "eval_max_length",
+        "resume",
+        "out",
+        "data",
+        "validation",
+    }
+)
+
+
+@dataclass
+class TrainConfig:
+    # what to train on and where
+    data: str | None = setting(help="training file (CSV/JSON/JSONL) or a `koqa preprocess` folder", required=True)
+    out: str | None = setting(help="run folder", required=True)
+    validation: str | None = setting(help="validation file (default: validation.jsonl in the --data folder)")
+    resume: bool = setting(False, help="continue from the last checkpoint in --out")
+    method: str = setting("lora", help="adapter method", choices=METHODS)
+    model: str | None = setting(help="local HF model folder or cached hub id (default: the embedded Gemma 3 270M)")
+    template: str = setting("ko_instruct", help="prompt template name in prompts/ or a file")
+    # lengths
+    max_length: int = setting(512, help="training sequence token limit", check=POSITIVE)
+    max_context_chars: int | None = setting(
+        1200, help="one-question training contexts are cut around the answer to this many characters", check=POSITIVE
+    )
+    max_answer_tokens: int = setting(32, help="answer token limit", check=POSITIVE)
+    eval_max_length: int = setting(
+        1024, help="the prompt limit `koqa eval` uses for this run's adapter", check=POSITIVE
+    )
+    # optimisation
+    learning_rate: float | None = setting(
+        help="default per method: lora/qlora 2e-4, prefix 1e-2, prompt 3e-2", check=POSITIVE
+    )
+    batch_size: int = setting(8, help="sequences per device and step", check=POSITIVE)
+    gradient_accumulation_steps: int = setting(1, help="steps accumulated per optimiser step", check=POSITIVE)
+    epochs: float = setting(1.0, help="passes over the training data", check=POSITIVE)
+    max_steps: int = setting(-1, help="stop after N optimiser steps (-1: no limit)", check=STEPS_OR_NO_LIMIT)
+    max_minutes: float | None = setting(
+        help="stop after N minutes of training (counted across --resume); with "
+        "schedule_over=minutes the cosine learning rate decays to 0 within them",
+        check=POSITIVE,
+    )
+    warmup_ratio: float = setting(0.03, help="share of the run spent warming the learning rate up", check=FRACTION)
+    lr_scheduler: str = setting("cosine", help="transformers scheduler name")
+    schedule_over: str = setting(
+        "steps", help="cosine decay over the steps, or over max_minutes of wall time", choices=SCHEDULE_OVER
+    )
+    weight_decay: float = setting(0.0, help="AdamW weight decay", check=NON_NEGATIVE)
+    seed: int = setting(42, help="seed of initialisation and data order", check=NON_NEGATIVE)
+    save_steps: int = setting(50, help="checkpoint every N steps", check=POSITIVE)
+    save_total_limit: int = setting(2, help="checkpoints kept", check=POSITIVE)
+    logging_steps: int = setting(5, help="a log.jsonl row every N steps", check=POSITIVE)
+    # LoRA / QLoRA
+    lora_r: int = setting(16, help="LoRA rank", check=POSITIVE)
+    lora_alpha: int = setting(32, help="LoRA scaling numerator", check=POSITIVE)
+    lora_dropout: float = setting(0.05, help="dropout on the LoRA input", check=BELOW_ONE)
+    target_modules: list[str] = setting(DEFAULT_TARGETS, help="module names that get LoRA weights")
+    skip_layers: int = setting(0, help="LoRA only on layers >= this index", check=NON_NEGATIVE)
+    use_dora: bool = setting(False, help="DoRA: LoRA on the direction of each weight, plus a learnt magnitude")
+    loraplus_lr_ratio: float | None = setting(
+        help="LoRA+: the B matrices learn at this multiple of learning_rate", check=AT_LEAST_ONE
+    )
+    # prefix / prompt tuning
+    num_virtual_tokens: int = setting(20, help="prefix / prompt tuning: virtual tokens", check=POSITIVE)
+    prompt_init_text: str | None = setting(
+        "다음 글을 읽고 질문에 답하세요. 답은 글에 나온 표현 그대로 짧게 쓰세요.",
+        help="prompt tuning: the text its virtual tokens start from",
+    )
+    # regularisation: uniform noise on the input embeddings (NEFTune). Gemma scales its embeddings by
+    # sqrt(hidden size), so a given relative noise needs a larger alpha there (docs/recipe.md)
+    neftune_noise_alpha: float | None = setting(
+        help="NEFTune noise on the input embeddings while training", check=POSITIVE
+    )
+    # speed
+    answer_only_logits: bool = setting(True, help="run the LM head only where an answer token is predicted")
+    shared_context: bool = setting(
+        False, help="questions on one passage share one copy of it in a sequence (lora and qlora)"
+    )
+    max_questions_per_context: int = setting(8, help="with shared_context: questions per sequence", check=POSITIVE)
+    group_by_length: bool = setting(True, help="batch sequences of similar length")
+    dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
+    attn_implementation: str | None = setting(help="eager, sdpa... (default: the model's)")
+    gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
+    # data augmentation (koqa/data_tools/counterfactual.py, synthetic_questions.py)
+    counterfactual_copies: int = setting(0, help="copies of each passage with its answers swapped", check=NON_NEGATIVE)
+    synthetic_questions: int = setting(0, help="questions made from each passage's own sentences", check=NON_NEGATIVE)
+    # data
+    data_format: str = setting("auto", help="input format", choices=FORMATS)
+    on_bad_row: str = setting("fail", help="fail on the first bad row, or exclude bad rows", choices=ON_BAD_ROW)
+    validation_limit: int = setting(
+        200, help="validation questions scored after training; 0 for none", check=NON_NEGATIVE
+    )
+    validation_batch_size: int = setting(16, help="batch size of that scoring", check=POSITIVE)
+    report_to: list[str] = setting([], help="trackers for training, e.g. tensorboard")
+
+    def resolve(self) -> None:
+        if self.learning_rate is None and self.method in METHODS:
+            self.learning_rate = METHODS[self.method].learning_rate
+
+    def problems(self) -> list[tuple[str, str]]:
+        method = METHODS.get(self.method)
+        if method is None:
+            return []
+        found = []
+        if (self.use_dora or self.loraplus_lr_ratio is not None) and not method.lora:
+            key = "use_dora" if self.use_dora else "loraplus_lr_ratio"
+            found.append((key, f"use_dora and loraplus_lr_ratio are LoRA options, not for {self.method}"))
+        if self.shared_context and not method.lora:
+            found.append(
+                (
+                    "shared_context",
+                    f"shared_context works with lora and qlora, not {self.method}: prefix "
+                    "and prompt tuning put virtual tokens in front of every sequence (set shared_context: "
+                    "false)",
+                )
+            )
+        if self.shared_context and not self.answer_only_logits:
+            found.append(
+                (
+                    "shared_context",
+                    "shared_context needs answer_only_logits: true (TRL's own loss reads a plain padding mask)",
+                )
+            )
+        if self.schedule_over == "minutes" and not self.max_minutes:
+            found.append(
+                (
+                    "max_minutes",
+                    "schedule_over: minutes needs a time budget (pass --max-minutes N or "
+                    "set max_minutes in the config)",
+                )
+            )
+        return found

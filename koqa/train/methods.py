@@ -1,0 +1,80 @@
+"""The fine-tuning methods: the one place where lora, qlora, prefix and prompt differ.
+
+Each `Method` says how its PEFT config is built, its default learning rate, whether the base model
+is quantised, and what its weights allow: LoRA weights can be merged into the base model and
+served by vLLM, and only they work with shared contexts, DoRA and LoRA+; prompt tuning puts its
+virtual tokens in front of every sequence, which shifts the positions the LM head must keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+def _lora(config, model, model_path: str):
+    from peft import LoraConfig
+
+    from koqa.errors import KoqaError
+
+    n_layers = model.config.get_text_config().num_hidden_layers
+    if not 0 <= config.skip_layers < n_layers:
+        raise KoqaError(f"skip_layers must be in [0, {n_layers}), got {config.skip_layers}", field="skip_layers")
+    layers = list(range(config.skip_layers, n_layers)) if config.skip_layers else None
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        layers_to_transform=layers,
+        use_dora=config.use_dora,
+    )
+
+
+def _prefix(config, model, model_path: str):
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens)
+
+
+def _prompt(config, model, model_path: str):
+    from peft import PromptTuningConfig, PromptTuningInit
+
+    if not config.prompt_init_text:
+        return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens)
+    return PromptTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=config.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text=config.prompt_init_text,
+        tokenizer_name_or_path=model_path,
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    peft_type: str  # as PEFT writes it into adapter_config.json
+    learning_rate: float  # the default when the config sets none
+    build_peft_config: Callable[[Any, Any, str], Any]  # (train config, base model, model path) -> PEFT config
+    lora: bool = False  # LoRA weights: mergeable, served by vLLM, shared contexts, DoRA and LoRA+
+    quantized: bool = False  # the base model is loaded in 4-bit NF4 through bitsandbytes
+    virtual_tokens_in_sequence: bool = False  # trained embeddings are prepended to every sequence
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("lora", "LORA", 2e-4, _lora, lora=True),
+        Method("qlora", "LORA", 2e-4, _lora, lora=True, quantized=True),
+        Method("prefix", "PREFIX_TUNING", 1e-2, _prefix),
+        Method("prompt", "PROMPT_TUNING", 3e-2, _prompt, virtual_tokens_in_sequence=True),
+    )
+}
+
+
+def is_lora(peft_type: str | None) -> bool:
+    """Whether an adapter of this PEFT type has LoRA weights (None: no adapter at all)."""
+    return any(m.lora and m.peft_type == peft_type for m in METHODS.values())
