@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 # The KorQuAD 1.0 dev set beside the checkout; KOQA_KORQUAD names it when the checkout lies elsewhere.
-KORQUAD = Path(os.environ.get("KOQA_KORQUAD")
-               or Path(__file__).resolve().parents[2] / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json")
+KORQUAD = Path(
+    os.environ.get("KOQA_KORQUAD")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "korquad-v1-dev" / "KorQuAD_v1.0_dev.json"
+)
 
 
 def korquad_split():
@@ -31,11 +35,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def prepared_korquad(out: Path) -> Path:
     """KorQuAD preprocessed once into OUT/korquad (training / evaluation articles, as in the notice)."""
-    from koqa.preprocess import PreprocessConfig, run_preprocess
+    from koqa.preprocess import PreprocessConfig, preprocess
 
     data = Path(out) / "korquad"
     if not (data / "train.jsonl").is_file():
-        run_preprocess([str(KORQUAD)], str(data), PreprocessConfig(split="korquad-articles"))
+        preprocess(PreprocessConfig(inputs=[str(KORQUAD)], out=str(data), split="korquad-articles"))
     return data
 
 
@@ -69,7 +73,7 @@ def bf16_matmul_flops(n: int = 2048, repeats: int = 20, trials: int = 3) -> floa
 
     a = torch.randn(n, n, dtype=torch.bfloat16)
     b = torch.randn(n, n, dtype=torch.bfloat16)
-    return max(_sustained_flops(lambda: a @ b, 2 * n ** 3, repeats) for _ in range(trials))
+    return max(_sustained_flops(lambda: a @ b, 2 * n**3, repeats) for _ in range(trials))
 
 
 def layer_weight_shapes(model_dir: str) -> list[tuple[int, int]]:
@@ -132,3 +136,104 @@ def table(headers, rows) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_stamp(bf16_peak: float | None = None) -> dict:
+    """What a benchmark's figures belong to: the CPU, its cores, its bf16 matmul peak, the commit."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        if subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip():
+            commit += " (with uncommitted changes)"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": cores,
+        "bf16_matmul_gflops": round((bf16_peak or bf16_matmul_flops()) / 1e9, 1),
+        "commit": commit,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+class Results:
+    """A benchmark's tables and notes, printed as they come and written, stamped with the machine, to
+    bench/results/<name>.md and <name>.json (docs/results.md is built from those files)."""
+
+    def __init__(self, name: str, title: str):
+        self.name, self.title, self.parts = name, title, []
+
+    def table(self, headers, rows, title: str | None = None) -> str:
+        """Record a table (the last one recorded under a title replaces an earlier one) and return it as text."""
+        self.parts = [p for p in self.parts if not (title and p.get("title") == title)]
+        self.parts.append(
+            {"title": title, "headers": list(map(str, headers)), "rows": [list(map(str, r)) for r in rows]}
+        )
+        return table(headers, rows)
+
+    def note(self, text: str) -> str:
+        self.parts.append({"note": text})
+        return text
+
+    def write(self, bf16_peak: float | None = None) -> Path:
+        stamp = machine_stamp(bf16_peak)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{self.name}.json").write_text(
+            json.dumps(
+                {"name": self.name, "title": self.title, "machine": stamp, "parts": self.parts},
+                ensure_ascii=False,
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        lines = [
+            f"## {self.title}",
+            "",
+            f"`{stamp['command']}` on {stamp['date']}: {stamp['cpu']}, {stamp['cores']} cores, bf16 matmul "
+            f"{stamp['bf16_matmul_gflops']} GFLOP/s, commit {stamp['commit']}.",
+            "",
+        ]
+        for part in self.parts:
+            if "note" in part:
+                lines += [part["note"], ""]
+                continue
+            if part["title"]:
+                lines += [f"**{part['title']}**", ""]
+            lines += [markdown_table(part["headers"], part["rows"]), ""]
+        path = RESULTS / f"{self.name}.md"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        print(f"\nwrote {path} and {path.with_suffix('.json').name}")
+        return path
+
+
+def markdown_table(headers, rows) -> str:
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    return "\n".join(
+        [
+            "| " + " | ".join(map(cell, headers)) + " |",
+            "|" + "---|" * len(headers),
+            *("| " + " | ".join(map(cell, row)) + " |" for row in rows),
+        ]
+    )

@@ -24,12 +24,19 @@ import os
 import sys
 import tempfile
 import time
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import (KORQUAD, attention_flops, bf16_matmul_flops, body_and_head_params, korquad_split,  # noqa: E402
-                     projection_matmul_flops, table)  # noqa: E402
+from _common import (  # noqa: E402
+    KORQUAD,
+    Results,
+    attention_flops,
+    bf16_matmul_flops,
+    body_and_head_params,
+    korquad_split,
+    projection_matmul_flops,  # noqa: E402
+)
 
 MAX_NEW = 24
 
@@ -48,8 +55,9 @@ def common_prefix_tokens(tokenizer, a: str, b: str) -> int:
     return n
 
 
-VLLM_CPU_DEFAULTS = ("eager, prefix caching off, vLLM's own CPU settings "
-                     "(a core kept for its scheduler, 4,096-token chunks)")
+VLLM_CPU_DEFAULTS = (
+    "eager, prefix caching off, vLLM's own CPU settings (a core kept for its scheduler, 4,096-token chunks)"
+)
 
 
 def main() -> None:
@@ -57,11 +65,15 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--batch-sizes", default="8,16,32")
     parser.add_argument("--full-eval", action="store_true")
-    parser.add_argument("--agreement", action="store_true",
-                        help="also compare greedy answers: transformers batch 1, and both backends in float32")
+    parser.add_argument(
+        "--agreement",
+        action="store_true",
+        help="also compare greedy answers: transformers batch 1, and both backends in float32",
+    )
     parser.add_argument("--vllm-compile", action="store_true", help="also time vLLM with torch.compile (CPU)")
-    parser.add_argument("--chunk-sizes", default="",
-                        help="also time vLLM eager, caching off, with these prefill chunk sizes (tokens)")
+    parser.add_argument(
+        "--chunk-sizes", default="", help="also time vLLM eager, caching off, with these prefill chunk sizes (tokens)"
+    )
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -74,7 +86,9 @@ def main() -> None:
     _, evaluation = korquad_split()
     questions = evaluation[: args.questions]
     tokenizer = AutoTokenizer.from_pretrained(model)
-    renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"), max_length=1024, max_answer_tokens=MAX_NEW)
+    renderer = PromptRenderer(
+        tokenizer, PromptTemplate.load("ko_instruct"), max_length=1024, max_answer_tokens=MAX_NEW
+    )
     prompts = [renderer.render(r.context, r.question).ids for r in questions]
     prompt_tokens = sum(map(len, prompts))
     square = bf16_matmul_flops()
@@ -100,87 +114,173 @@ def main() -> None:
         out = hf.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=bs))
         seconds = time.perf_counter() - started
         answers[f"hf-{bs}"] = out
-        rows.append([f"transformers, batch {bs}", f"{len(prompts) / seconds:.2f}", f"{seconds:.0f}",
-                     f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
+        rows.append(
+            [
+                f"transformers, batch {bs}",
+                f"{len(prompts) / seconds:.2f}",
+                f"{seconds:.0f}",
+                f"{flops(out) / seconds / 1e9:.0f}",
+                f"{flops(out) / seconds / peak:.0%}",
+            ]
+        )
     best_hf = max(rows, key=lambda r: float(r[1]))
     best_bs = int(best_hf[0].split()[-1])
     if args.agreement:
         answers["hf-1"] = hf.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=1))
-    del hf
+    hf.close()
     if vllm_available():
-        variants = [("eager", False, True, None), ("eager, prefix caching off", False, False, None),
-                    (VLLM_CPU_DEFAULTS, False, False, 4096)]
-        variants += [(f"eager, prefix caching off, {int(n):,}-token chunks", False, False, int(n))
-                     for n in args.chunk_sizes.split(",") if n]
-        variants += [("torch.compile", True, True, None), ("torch.compile, prefix caching off", True, False, None)] \
-            if args.vllm_compile else []
+        variants = [
+            ("eager", False, True, None),
+            ("eager, prefix caching off", False, False, None),
+            (VLLM_CPU_DEFAULTS, False, False, 4096),
+        ]
+        variants += [
+            (f"eager, prefix caching off, {int(n):,}-token chunks", False, False, int(n))
+            for n in args.chunk_sizes.split(",")
+            if n
+        ]
+        variants += (
+            [("torch.compile", True, True, None), ("torch.compile, prefix caching off", True, False, None)]
+            if args.vllm_compile
+            else []
+        )
         for label, compile_, caching, chunk in variants:
             started = time.perf_counter()
             # the row with vLLM's own settings undoes koqa's: a core kept for the scheduler, 4,096-token chunks
             vllms_own = label == VLLM_CPU_DEFAULTS
             with mock.patch.dict(os.environ, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"} if vllms_own else {}):
-                vllm = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, compile=compile_,
-                                      prefix_caching=caching, max_num_batched_tokens=chunk)
+                vllm = load_generator(
+                    "vllm",
+                    model,
+                    max_model_len=1024 + MAX_NEW,
+                    compile=compile_,
+                    prefix_caching=caching,
+                    max_num_batched_tokens=chunk,
+                )
             startup = time.perf_counter() - started
             started = time.perf_counter()
             out = vllm.generate(prompts, GenerationParams(max_new_tokens=MAX_NEW))
             seconds = time.perf_counter() - started
             answers.setdefault("vllm", out)
-            rows.append([f"vLLM {label} (engine start {startup:.0f} s, not counted)", f"{len(prompts) / seconds:.2f}",
-                         f"{seconds:.0f}", f"{flops(out) / seconds / 1e9:.0f}", f"{flops(out) / seconds / peak:.0%}"])
+            rows.append(
+                [
+                    f"vLLM {label} (engine start {startup:.0f} s, not counted)",
+                    f"{len(prompts) / seconds:.2f}",
+                    f"{seconds:.0f}",
+                    f"{flops(out) / seconds / 1e9:.0f}",
+                    f"{flops(out) / seconds / peak:.0%}",
+                ]
+            )
             vllm.close()  # else its workers keep spinning and slow the next row
     if args.agreement:
-        answers["hf-fp32"] = load_generator("hf", model, dtype="float32").generate(
-            prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=best_bs))
+        fp32 = [("hf-fp32", "hf", {})]
         if vllm_available():
-            answers["vllm-fp32"] = load_generator("vllm", model, max_model_len=1024 + MAX_NEW, dtype="float32").generate(
-                prompts, GenerationParams(max_new_tokens=MAX_NEW))
-    print(f"\n{len(prompts)} KorQuAD evaluation questions, {prompt_tokens:,} prompt tokens, greedy, up to "
-          f"{MAX_NEW} new tokens; machine bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s (the best of a 2048 x 2048 "
-          f"matmul, {square / 1e9:.0f}, and the model's own projection matmuls below)\n")
-    print(table(["backend", "questions/s", "seconds", "model GFLOP/s", "of bf16 matmul peak"], rows))
-    print("\nthe model's own projection matmuls (one layer's q, k, v, o, gate, up, down, bf16) alone: " +
-          ", ".join(f"{rate / 1e9:.0f} GFLOP/s ({rate / peak:.0%} of the peak) on {n} tokens"
-                    for n, rate in own_shapes.items()))
-    print(f"\n{len({r.context for r in questions})} passages for {len(questions)} questions: with prefix caching vLLM "
-          "reuses a passage's KV blocks for its later questions, so the model FLOP/s of those rows count work "
-          "it did not do (the useful rate for a user); the row with caching off is what the hardware computed.")
+            fp32.append(("vllm-fp32", "vllm", {"max_model_len": 1024 + MAX_NEW}))
+        for key, backend, options in fp32:
+            generator = load_generator(backend, model, dtype="float32", **options)
+            try:
+                answers[key] = generator.generate(
+                    prompts, GenerationParams(max_new_tokens=MAX_NEW, batch_size=best_bs)
+                )
+            finally:
+                generator.close()
+    report = Results("eval_backends", "Evaluation speed — bench/eval_backends.py")
+    print(
+        report.note(
+            f"{len(prompts)} KorQuAD evaluation questions, {prompt_tokens:,} prompt tokens, greedy, up to "
+            f"{MAX_NEW} new tokens; machine bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s (the best of a "
+            f"2048 x 2048 matmul, {square / 1e9:.0f}, and the model's own projection matmuls below)"
+        )
+    )
+    print(report.table(["backend", "questions/s", "seconds", "model GFLOP/s", "of bf16 matmul peak"], rows))
+    print(
+        report.note(
+            "The model's own projection matmuls (one layer's q, k, v, o, gate, up, down, bf16) alone: "
+            + ", ".join(
+                f"{rate / 1e9:.0f} GFLOP/s ({rate / peak:.0%} of the peak) on {n} tokens"
+                for n, rate in own_shapes.items()
+            )
+        )
+    )
+    print(
+        report.note(
+            f"{len({r.context for r in questions})} passages for {len(questions)} questions: with prefix "
+            "caching vLLM reuses a passage's KV blocks for its later questions, so the model FLOP/s of "
+            "those rows count work it did not do (the useful rate for a user); the rows with caching off "
+            "are what the hardware computed."
+        )
+    )
     vllm_rows = [r for r in rows if r[0].startswith("vLLM")]
     computed = [r for r in vllm_rows if "caching off" in r[0] and VLLM_CPU_DEFAULTS not in r[0]]
     if computed:
         best = max(computed, key=lambda r: float(r[1]))
-        print(f"\nbest rate the hardware computed (prefix caching off, koqa's settings): {best[4]} of the bf16 "
-              f"matmul peak, {best[0].split(' (')[0]} (target: 70%)")
+        print(
+            report.note(
+                f"Best rate the hardware computed (prefix caching off, koqa's settings): {best[4]} of the "
+                f"bf16 matmul peak, {best[0].split(' (')[0]}."
+            )
+        )
     if vllm_rows:
         fastest = max(vllm_rows, key=lambda r: float(r[1]))
-        print(f"\nfastest vLLM / best transformers throughput: {float(fastest[1]) / float(best_hf[1]):.2f}x")
+        print(
+            report.note(f"Fastest vLLM / best transformers throughput: {float(fastest[1]) / float(best_hf[1]):.2f}x.")
+        )
 
-    pairs = [("vllm", f"hf-{best_bs}", "vLLM vs transformers, bf16"),
-             ("hf-1", f"hf-{best_bs}", f"transformers batch 1 vs batch {best_bs}, bf16 (control)"),
-             ("vllm-fp32", "hf-fp32", "vLLM vs transformers, float32")]
+    pairs = [
+        ("vllm", f"hf-{best_bs}", "vLLM vs transformers, bf16"),
+        ("hf-1", f"hf-{best_bs}", f"transformers batch 1 vs batch {best_bs}, bf16 (control)"),
+        ("vllm-fp32", "hf-fp32", "vLLM vs transformers, float32"),
+    ]
     agreement = []
     for a, b, label in pairs:
         if a in answers and b in answers:
             same = sum(x.strip() == y.strip() for x, y in zip(answers[a], answers[b]))
-            first = [common_prefix_tokens(tokenizer, x, y) for x, y in zip(answers[a], answers[b]) if x.strip() != y.strip()]
-            agreement.append([label, f"{same}/{len(prompts)} ({same / len(prompts):.0%})",
-                              f"{sum(first) / len(first):.1f}" if first else "-",
-                              f"{f1_on(answers[a]):.4f} / {f1_on(answers[b]):.4f}"])
+            first = [
+                common_prefix_tokens(tokenizer, x, y) for x, y in zip(answers[a], answers[b]) if x.strip() != y.strip()
+            ]
+            agreement.append(
+                [
+                    label,
+                    f"{same}/{len(prompts)} ({same / len(prompts):.0%})",
+                    f"{sum(first) / len(first):.1f}" if first else "-",
+                    f"{f1_on(answers[a]):.4f} / {f1_on(answers[b]):.4f}",
+                ]
+            )
     if agreement:
-        print("\n" + table(["greedy answers compared", "identical", "tokens shared before they part",
-                             "leaderboard F1 (first / second)"], agreement))
+        print(
+            "\n"
+            + report.table(
+                [
+                    "greedy answers compared",
+                    "identical",
+                    "tokens shared before they part",
+                    "leaderboard F1 (first / second)",
+                ],
+                agreement,
+            )
+        )
 
     if args.full_eval:
-        from koqa.eval.evaluate import EvalConfig, run_eval
+        from koqa.eval.config import EvalConfig
+        from koqa.eval.evaluate import evaluate
 
         out_dir = Path(tempfile.mkdtemp(prefix="koqa-zero-shot-"))
         quality = []
         for span in ("off", "snap"):
             started = time.perf_counter()
-            m = run_eval(str(KORQUAD), str(out_dir), EvalConfig(korquad_split="eval", span=span))["metrics"]
-            quality.append([f"zero-shot, span {span}", m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}",
-                            f"{time.perf_counter() - started:.0f}"])
-        print("\n" + table(["default model", "questions", "leaderboard F1", "EM", "seconds"], quality))
+            config = EvalConfig(data=str(KORQUAD), out=str(out_dir), korquad_split="eval", span=span)
+            m = evaluate(config)["metrics"]
+            quality.append(
+                [
+                    f"zero-shot, span {span}",
+                    m["n"],
+                    f"{m['f1']:.4f}",
+                    f"{m['exact_match']:.4f}",
+                    f"{time.perf_counter() - started:.0f}",
+                ]
+            )
+        print("\n" + report.table(["default model", "questions", "leaderboard F1", "EM", "seconds"], quality))
+    report.write(peak)
 
 
 if __name__ == "__main__":

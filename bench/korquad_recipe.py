@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import koqa_cli, parse_variant, prepared_korquad, read_json, table  # noqa: E402
-
+from _common import Results, koqa_cli, parse_variant, prepared_korquad, read_json  # noqa: E402
 from koqa.errors import KoqaError  # noqa: E402
 from koqa.eval.compare import paired_difference, read_scores  # noqa: E402
+from koqa.runs import RunFolder  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
 
@@ -55,30 +55,67 @@ def main() -> None:
     runs = [] if args.no_recipe else [("recipe", [])]
     runs += [parse_variant(v) for v in args.variant]
     rows, per_question, members = [], [], []
+    report = Results(
+        f"korquad_recipe-{slug(out.name)}", f"KorQuAD recipe and variants — bench/korquad_recipe.py --out {args.out}"
+    )
     for index, (name, overrides) in enumerate(runs):
         run_dir = out / slug(name)
         if not (run_dir / "metrics.json").is_file():
             command = ["sft", "--config", str(RECIPE), "--data", str(data), "--out", str(run_dir)]
             command += ["--max-minutes", str(args.minutes)] if args.minutes else []
             command += [arg for item in overrides for arg in ("--set", item)]
-            command += ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+            command += ["--resume"] if RunFolder(run_dir).holds_a_run() else []
             koqa_cli(*command)
         summary = read_json(run_dir / "metrics.json")
         if args.no_recipe or index > 0:  # the recipe's own row is the baseline, not a member
             members.append((run_dir, summary["train_seconds"], summary["questions_seen"]))
-        rows.append(evaluated_row(name, "; ".join(overrides) or "-", [run_dir], out / f"eval-{slug(name)}",
-                                  summary["train_seconds"], summary["questions_seen"], data, args, per_question))
-        print(table(HEADERS, rows), flush=True)
+        rows.append(
+            evaluated_row(
+                name,
+                "; ".join(overrides) or "-",
+                [run_dir],
+                out / f"eval-{slug(name)}",
+                summary["train_seconds"],
+                summary["questions_seen"],
+                data,
+                args,
+                per_question,
+            )
+        )
+        print(report.table(HEADERS, rows, title="runs"), flush=True)
     if args.ensemble:
         if len(members) < 2:
             raise SystemExit("--ensemble needs at least two --variant rows")
-        rows.append(evaluated_row("ensemble of the variants", "-", [m[0] for m in members], out / "eval-ensemble",
-                                  sum(m[1] for m in members), sum(m[2] for m in members), data, args, per_question))
-        print(table(HEADERS, rows), flush=True)
+        rows.append(
+            evaluated_row(
+                "ensemble of the variants",
+                "-",
+                [m[0] for m in members],
+                out / "eval-ensemble",
+                sum(m[1] for m in members),
+                sum(m[2] for m in members),
+                data,
+                args,
+                per_question,
+            )
+        )
+        print(report.table(HEADERS, rows, title="runs"), flush=True)
+    report.write()
 
 
-HEADERS = ["variant", "overrides", "train min", "questions seen", "eval n", "F1", "ΔF1 vs row 1 ± s.e.", "EM",
-           "F1 snap", "EM snap", "eval q/s"]
+HEADERS = [
+    "variant",
+    "overrides",
+    "train min",
+    "questions seen",
+    "eval n",
+    "F1",
+    "ΔF1 vs row 1 ± s.e.",
+    "EM",
+    "F1 snap",
+    "EM snap",
+    "eval q/s",
+]
 
 
 def evaluated_row(name, overrides, run_dirs, eval_dir, train_seconds, questions_seen, data, args, per_question):
@@ -105,8 +142,20 @@ def evaluated_row(name, overrides, run_dirs, eval_dir, train_seconds, questions_
     # None when every answer came from an earlier run's generations.jsonl (and for an ensemble, whose
     # members report their own): no rate to report
     qps = f"{m['questions_per_second']:.2f}" if m.get("questions_per_second") else "-"
-    return [name, overrides, f"{train_seconds / 60:.1f}", questions_seen, m["n"], f"{m['f1']:.4f}", delta,
-            f"{m['exact_match']:.4f}", f"{scores['snap']['f1']:.4f}", f"{scores['snap']['exact_match']:.4f}", qps]
+    return [
+        name,
+        overrides,
+        f"{train_seconds / 60:.1f}",
+        questions_seen,
+        m["n"],
+        f"{m['f1']:.4f}",
+        delta,
+        f"{m['exact_match']:.4f}",
+        f"{scores['snap']['f1']:.4f}",
+        f"{scores['snap']['exact_match']:.4f}",
+        qps,
+    ]
+
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import koqa_cli, prepared_korquad, read_json, table  # noqa: E402
+from _common import Results, koqa_cli, prepared_korquad, read_json  # noqa: E402
 
 
 def main() -> None:
@@ -35,17 +35,30 @@ def main() -> None:
     data = prepared_korquad(out)
     evaluation = str(data / "validation.jsonl")  # the evaluation articles
     rows = []
+    report = Results("sft_quality", f"Quality per method in {args.minutes:g} minutes — bench/sft_quality.py")
 
     def evaluate(name, adapter, minutes, seen):
         started = time.perf_counter()
         eval_dir = out / f"eval-{name}"
-        koqa_cli("eval", "--data", evaluation, "--out", str(eval_dir), *(["--adapter", adapter] if adapter else []),
-                 *(["--limit", str(args.eval_limit)] if args.eval_limit else []))
+        koqa_cli(
+            "eval",
+            "--data",
+            evaluation,
+            "--out",
+            str(eval_dir),
+            *(["--adapter", adapter] if adapter else []),
+            *(["--limit", str(args.eval_limit)] if args.eval_limit else []),
+        )
         m = read_json(eval_dir / "metrics.json")
         seconds = time.perf_counter() - started
         qps = m["questions_per_second"] or m["n"] / seconds
         rows.append([name, minutes, seen, m["n"], f"{m['f1']:.4f}", f"{m['exact_match']:.4f}", f"{qps:.2f}"])
-        print(table(["method", "train min", "questions seen", "eval n", "F1", "EM", "eval q/s"], rows), flush=True)
+        print(
+            report.table(
+                ["method", "train min", "questions seen", "eval n", "F1", "EM", "eval q/s"], rows, title="methods"
+            ),
+            flush=True,
+        )
 
     if not args.no_zero_shot:
         evaluate("zero-shot", None, 0, 0)
@@ -54,11 +67,23 @@ def main() -> None:
         run_dir = out / method
         summary_file = run_dir / "metrics.json"
         if not summary_file.is_file():
-            koqa_cli("sft", "--config", str(configs / f"{method}.yaml"), "--data", str(data), "--out", str(run_dir),
-                     "--max-minutes", str(args.minutes), "--set", "validation_limit=0",
-                     *[arg for item in args.set for arg in ("--set", item)])
+            koqa_cli(
+                "sft",
+                "--config",
+                str(configs / f"{method}.yaml"),
+                "--data",
+                str(data),
+                "--out",
+                str(run_dir),
+                "--max-minutes",
+                str(args.minutes),
+                "--set",
+                "validation_limit=0",
+                *[arg for item in args.set for arg in ("--set", item)],
+            )
         summary = read_json(summary_file)
         evaluate(method, str(run_dir), f"{summary['train_seconds'] / 60:.1f}", summary["questions_seen"])
+    report.write()
 
 
 if __name__ == "__main__":
