@@ -6,7 +6,6 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from koqa.atomic import atomic_path
 
@@ -49,18 +48,3 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_jsonl_records(path: str | os.PathLike) -> list[QARecord]:
-    known = set(QARecord.__dataclass_fields__)
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                data = json.loads(line)
-                records.append(QARecord(**{k: v for k, v in data.items() if k in known}))
-    return records
-
-
-def is_jsonl(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() == ".jsonl"

@@ -101,7 +101,8 @@ class ScoreConfig:
 def score(config: ScoreConfig) -> dict:
     """`koqa score`: the metrics of existing predictions against gold answers (metrics.json with --out)."""
     from koqa.atomic import write_json
-    from koqa.data_tools.readers import read_predictions, read_records
+    from koqa.data_tools.predictions import read_predictions
+    from koqa.data_tools.readers import read_records
 
     gold = read_records(config.gold, encoding=config.encoding, check_span=False)
     if not gold.has_answers:

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from conftest import DACON_ROWS, KORQUAD, write_csv
-from koqa.data_tools.readers import read_dacon_csv, read_predictions, read_records, read_squad_json
+from koqa.data_tools.predictions import read_predictions
+from koqa.data_tools.readers import read_dacon_csv, read_records, read_squad_json
 from koqa.errors import KoqaError
 
 HEADER = ["id", "context", "question", "answer"]
@@ -84,16 +85,17 @@ def test_duplicate_id_fails_by_default(tmp_path):
 
 
 def test_rows_are_named_by_the_line_they_start_on(tmp_path):
-    # Dacon contexts may hold newlines inside quotes: the bad row is the one starting on line 6
+    # Dacon contexts may hold newlines inside quotes: the bad row is the one starting on line 7
     path = tmp_path / "train.csv"
     path.write_text(
-        'id,context,question,answer\nA1,"첫 줄\n둘째 줄\n셋째 줄에 서울",어디?,서울\n\nA2,"부산은\n항구",항구?,인천\n',
+        'id,context,question,answer\nA1,"첫 줄\n둘째 줄\n셋째 줄에 서울",어디?,서울\n'
+        'B1,"대구\n",어디?,대구\nA2,"부산은\n항구",항구?,인천\n',
         encoding="utf-8",
     )
     result = read_dacon_csv(path, on_bad_row="skip")
-    assert [r.row for r in result.records] == ["2"]
-    assert [(b.row, b.field) for b in result.bad_rows] == [("6", "answer")]
-    with pytest.raises(KoqaError, match="train.csv: row 6: field 'answer'"):
+    assert [r.row for r in result.records] == ["2", "5"]
+    assert [(b.row, b.field) for b in result.bad_rows] == [("7", "answer")]
+    with pytest.raises(KoqaError, match="train.csv: row 7: field 'answer'"):
         read_dacon_csv(path)
 
 

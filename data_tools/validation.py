@@ -1,0 +1,153 @@
+"""The record invariants every reader applies, in one place.
+
+Whatever the file (Dacon CSV, SQuAD JSON, JSONL), a record has a non-empty id, context and question,
+all of them text: no NaN, no NUL byte, no lone surrogate (text that cannot be written as UTF-8);
+ids are unique in a file; answers are non-empty text and, for training data, each one a span of its
+context. A file either has answers for every question or for none: a question without an answer
+among answered ones (an unanswerable SQuAD 2.0 question, say) is a bad row, never a test row.
+
+A bad row names the file, the row (CSV line, JSON path or JSONL line) and the field. With
+``on_bad_row="fail"`` (the default) the first one raises a `KoqaError`; with ``"skip"`` it is
+collected and reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from koqa.data_tools.records import BadRow, QARecord
+from koqa.errors import KoqaError
+
+ON_BAD_ROW = ("fail", "skip")
+
+
+def text_problem(value: object) -> str | None:
+    """Why `value` is not usable text, or None when it is."""
+    if value is None:
+        return "is missing"
+    if isinstance(value, float) and math.isnan(value):
+        return "is NaN"
+    if not isinstance(value, str):
+        return f"is a JSON {type(value).__name__}, not text"
+    if not value.strip() or value.strip().lower() == "nan":
+        return "is empty, whitespace-only or NaN"
+    if "\x00" in value:
+        return "contains a NUL byte"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
+@dataclass
+class ReadResult:
+    records: list[QARecord] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+    has_answers: bool = True
+
+
+class RecordChecker:
+    """Checks the rows of one file and turns the good ones into records."""
+
+    def __init__(self, file: str, on_bad_row: str = "fail", check_span: bool = True):
+        if on_bad_row not in ON_BAD_ROW:
+            raise KoqaError(f"on_bad_row must be one of {', '.join(ON_BAD_ROW)}, got '{on_bad_row}'")
+        self.file, self.on_bad_row, self.check_span = file, on_bad_row, check_span
+        self.result = ReadResult()
+        self.seen: dict[str, object] = {}
+        self.unanswered: list[tuple[object, QARecord]] = []
+
+    def bad(self, row: object, field_name: str, reason: str, fix: str | None = None) -> None:
+        if self.on_bad_row == "fail":
+            raise KoqaError(
+                reason,
+                file=self.file,
+                row=row,
+                field=field_name,
+                fix=fix or "fix the row, or pass --on-bad-row skip to exclude it",
+            )
+        self.result.bad_rows.append(BadRow(self.file, str(row), field_name, reason))
+
+    def add(
+        self,
+        row: object,
+        *,
+        id: object,
+        context: object,
+        question: object,
+        answers: object = (),
+        answer_starts: object = None,
+        title: str = "",
+        answers_field: str = "answers",
+    ) -> QARecord | None:
+        """The record of one row, or None (after reporting it) when the row breaks an invariant."""
+        for name, value in (("id", id), ("context", context), ("question", question)):
+            problem = text_problem(value)
+            if problem:
+                self.bad(row, name, problem)
+                return None
+        rid = id.strip()
+        if rid in self.seen:
+            self.bad(row, "id", f"duplicate id '{rid}' (first seen on row {self.seen[rid]})")
+            return None
+        if not isinstance(answers, (list, tuple)):
+            self.bad(row, answers_field, f"is a JSON {type(answers).__name__}, not a list of answers")
+            return None
+        for answer in answers:
+            problem = text_problem(answer)
+            if problem:
+                self.bad(row, answers_field, f"an answer {problem}")
+                return None
+        starts = self._starts(context, list(answers), answer_starts)
+        missing = next((a for a, s in zip(answers, starts) if s < 0), None)
+        if self.check_span and missing is not None:
+            self.bad(
+                row,
+                answers_field,
+                f"answer '{missing[:40]}' does not occur in the context",
+                fix="correct the answer, or pass --on-bad-row skip",
+            )
+            return None
+        self.seen[rid] = row
+        record = QARecord(
+            id=rid,
+            context=context,
+            question=question.strip(),
+            answers=list(answers),
+            answer_starts=starts,
+            source=self.file,
+            row=str(row),
+            title=title,
+        )
+        self.result.records.append(record)
+        if not answers:
+            self.unanswered.append((row, record))
+        return record
+
+    @staticmethod
+    def _starts(context: str, answers: list[str], given: object) -> list[int]:
+        """Where each answer starts: the given offset where it is right, else the first occurrence (-1: absent)."""
+        given = given if isinstance(given, (list, tuple)) and len(given) == len(answers) else [None] * len(answers)
+        starts = []
+        for answer, start in zip(answers, given):
+            ok = isinstance(start, int) and not isinstance(start, bool) and start >= 0
+            starts.append(start if ok and context[start : start + len(answer)] == answer else context.find(answer))
+        return starts
+
+    def finish(self) -> ReadResult:
+        """The result: all questions answered (training data), or none (test data)."""
+        answered = len(self.result.records) - len(self.unanswered)
+        if answered and self.unanswered:
+            for row, record in self.unanswered:
+                self.result.records.remove(record)
+                self.seen.pop(record.id, None)
+                self.bad(
+                    row,
+                    "answers",
+                    "has no answer, while other questions in the file have answers (an unanswerable question?)",
+                    fix="give it an answer, or pass --on-bad-row skip",
+                )
+        self.result.has_answers = answered > 0
+        return self.result
