@@ -98,6 +98,23 @@ def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: settings never need them, and nested aliases expand a few
+    hundred bytes into more memory than the machine has."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in koqa settings", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader that also refuses aliases
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -107,9 +124,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise KoqaError(f"bytes at offset {exc.start} are not valid UTF-8", file=str(path)) from None
     try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else parse_yaml(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise KoqaError(f"cannot parse config: {exc}".splitlines()[0], file=str(path)) from None
+    except RecursionError:
+        raise KoqaError("cannot parse config: nested too deeply", file=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -126,8 +145,8 @@ def parse_set_overrides(items: typing.Iterable[str] | None) -> dict[str, Any]:
             raise KoqaError(f"--set expects key=value, got '{item}'", field="--set")
         key, raw = (part.strip() for part in item.split("=", 1))
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = parse_yaml(raw)
+        except (yaml.YAMLError, RecursionError):
             raise KoqaError(f"cannot read the value of --set {key}=... as YAML", field=key) from None
         target = out
         *sections, name = key.split(".")

@@ -47,7 +47,12 @@ class PromptTemplate:
                 field="template",
                 fix="pass a shipped name or a path to a .txt file",
             )
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise KoqaError(
+                f"bytes at offset {exc.start} are not valid UTF-8", file=str(path), field="template"
+            ) from None
         for placeholder in ("{context}", "{question}"):
             if placeholder not in text:
                 raise KoqaError(f"template lacks the placeholder {placeholder}", file=str(path))
@@ -81,19 +86,21 @@ class PromptRenderer:
         self._bos = [tokenizer.bos_token_id] if (tokenizer.bos_token_id is not None and not template.chat) else []
 
     def frame_texts(self, question: str) -> tuple[str, str]:
-        """The prompt text before and after the context, with the question filled in."""
-        text = self.template.text.replace("{question}", question).replace("{context}", _CONTEXT_MARK)
-        if self.template.chat:
-            if not getattr(self.tokenizer, "chat_template", None):
-                raise KoqaError(
-                    f"template '{self.template.name}' is a chat template, but the model's tokenizer has none",
-                    field="template",
-                    fix="use --template ko_instruct",
-                )
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        """The prompt text before and after the context, with the question filled in. The template is
+        split at its one {context} first, so a question holding the text "{context}" stays text."""
+        before, after = (part.replace("{question}", question) for part in self.template.text.split("{context}"))
+        if not self.template.chat:
+            return before, after
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise KoqaError(
+                f"template '{self.template.name}' is a chat template, but the model's tokenizer has none",
+                field="template",
+                fix="use --template ko_instruct",
             )
-        before, after = text.split(_CONTEXT_MARK)
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": before + _CONTEXT_MARK + after}], tokenize=False, add_generation_prompt=True
+        )
+        before, _, after = text.rpartition(_CONTEXT_MARK)  # a NUL never reaches a question (data_tools.validation)
         return before, after
 
     def _encode(self, text: str) -> list[int]:
