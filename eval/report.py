@@ -6,8 +6,11 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from koqa.atomic import atomic_path, write_json, write_text
+from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
 from koqa.eval.scoring import score_questions
+
+# every file a scored evaluation writes into its --out folder, beside the answer log generations.jsonl
+OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "f1_hist.png")
 
 
 def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> None:
@@ -62,14 +65,17 @@ def score_and_report(
     records: list, predictions: dict, out: Path, config, settings: dict, extra_metrics: dict | None = None
 ) -> dict:
     """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
-    the F1 histogram. Returns the metrics ({} without gold answers) and the rows."""
+    the F1 histogram, all replacing an earlier run's as one unit. Returns the metrics ({} without
+    gold answers) and the rows."""
     with_gold = all(r.answers for r in records)
-    if not with_gold:
+    metrics = {}
+    if with_gold:
+        rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
+        metrics.update(extra_metrics or {})
+    else:
         rows = [{"id": r.id, "question": r.question, "prediction": predictions[r.id]} for r in records]
-        write_predictions_csv(out / "predictions.csv", rows, with_gold=False)
-        return {"metrics": {}, "rows": rows}
-    rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
-    write_predictions_csv(out / "predictions.csv", rows, with_gold=True)
-    metrics.update(extra_metrics or {})
-    write_report(out, rows, metrics, settings)
+    with OutputFolder(out, OUTPUTS) as folder:
+        write_predictions_csv(folder / "predictions.csv", rows, with_gold=with_gold)
+        if with_gold:
+            write_report(folder, rows, metrics, settings)
     return {"metrics": metrics, "rows": rows}

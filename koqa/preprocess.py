@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.atomic import atomic_path, write_json, write_text
+from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
 from koqa.config import BELOW_ONE, POSITIVE, check, encoding_setting, setting
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
@@ -20,6 +20,16 @@ from koqa.errors import KoqaError
 
 log = logging.getLogger(__name__)
 SPLITS = ("context", "korquad-articles", "none")
+# every file `koqa preprocess` may write into its --out folder
+OUTPUTS = (
+    "train.jsonl",
+    "validation.jsonl",
+    "all.jsonl",
+    "rejected.csv",
+    "stats.json",
+    "stats.md",
+    "prompt_tokens_hist.png",
+)
 
 
 @dataclass
@@ -124,8 +134,6 @@ def preprocess(config: PreprocessConfig) -> dict:
     stats["excluded_rows"] = len(bad_rows)
     stats["inputs"] = list(map(str, inputs))
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = [dict(r.to_json(), **vars(c)) for r, c in zip(records, counts)]
     by_id = {r["id"]: r for r in rows}
     if config.split == "none" or not has_answers:
@@ -136,13 +144,15 @@ def preprocess(config: PreprocessConfig) -> dict:
     else:
         train, validation = split_by_context(records, config.validation_fraction, config.seed)
         splits = {"train": train, "validation": validation}
-    for name, part in splits.items():
-        write_jsonl(out / f"{name}.jsonl", (by_id[r.id] for r in part))
     stats["splits"] = {name: len(part) for name, part in splits.items()}
-    if bad_rows:
-        _write_rejected(out / "rejected.csv", bad_rows)
-    stats["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(out / "stats.json", stats)
-    write_text(out / "stats.md", stats_markdown(stats))
-    prompt_length_histogram(counts, config.max_length, out / "prompt_tokens_hist.png")
+    # the outputs replace an earlier run's as one unit: no stale train.jsonl or rejected.csv stays behind
+    with OutputFolder(out_dir, OUTPUTS) as out:
+        for name, part in splits.items():
+            write_jsonl(out / f"{name}.jsonl", (by_id[r.id] for r in part))
+        if bad_rows:
+            _write_rejected(out / "rejected.csv", bad_rows)
+        stats["seconds"] = round(time.perf_counter() - started, 2)
+        write_json(out / "stats.json", stats)
+        write_text(out / "stats.md", stats_markdown(stats))
+        prompt_length_histogram(counts, config.max_length, out / "prompt_tokens_hist.png")
     return stats
