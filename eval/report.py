@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
-from koqa.eval.scoring import score_questions
+from koqa.eval.scoring import add_intervals, score_questions
 
 # every file a scored evaluation writes into its --out folder, beside the answer log generations.jsonl
 OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "f1_hist.png")
@@ -29,8 +29,10 @@ def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict,
         "# koqa eval report",
         "",
         f"- questions: {metrics['n']}",
-        f"- leaderboard F1: {metrics['f1']:.4f} ({metrics['f1']:.2%})",
-        f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%})",
+        f"- leaderboard F1: {metrics['f1']:.4f} ({metrics['f1']:.2%}), 95% interval "
+        f"[{metrics['f1_ci95'][0]:.4f}, {metrics['f1_ci95'][1]:.4f}]",
+        f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%}), 95% interval "
+        f"[{metrics['exact_match_ci95'][0]:.4f}, {metrics['exact_match_ci95'][1]:.4f}]",
         f"- token F1: {metrics['token_f1']:.4f}",
         "",
     ]
@@ -71,6 +73,7 @@ def score_and_report(
     metrics = {}
     if with_gold:
         rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
+        add_intervals(rows, metrics)
         metrics.update(extra_metrics or {})
     else:
         rows = [{"id": r.id, "question": r.question, "prediction": predictions[r.id]} for r in records]

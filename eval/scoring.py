@@ -65,6 +65,16 @@ def match_predictions(
     return Matched(missing, unknown)
 
 
+def add_intervals(rows: Sequence[dict], metrics: dict) -> dict:
+    """95% bootstrap intervals of the mean F1 and EM over the questions, seeded, the resamples recorded."""
+    from koqa.eval.compare import RESAMPLES, SEED, bootstrap_interval
+
+    metrics["f1_ci95"] = bootstrap_interval([row["f1"] for row in rows], RESAMPLES, SEED)
+    metrics["exact_match_ci95"] = bootstrap_interval([row["em"] for row in rows], RESAMPLES, SEED)
+    metrics["bootstrap"] = {"resamples": RESAMPLES, "seed": SEED}
+    return metrics
+
+
 def score_questions(
     records: Sequence, predictions: Mapping[str, str], *, morphemes: bool = False
 ) -> tuple[list[dict], dict]:
@@ -116,7 +126,8 @@ def score(config: ScoreConfig) -> dict:
         allow_missing=True,
         allow_unknown=True,
     )
-    _, metrics = score_questions(gold.records, predictions, morphemes=config.morphemes)
+    rows, metrics = score_questions(gold.records, predictions, morphemes=config.morphemes)
+    add_intervals(rows, metrics)
     metrics.update(answered=len(gold.records) - len(matched.missing), unknown_ids=len(matched.unknown))
     if config.out:
         write_json(f"{config.out}/metrics.json", metrics)

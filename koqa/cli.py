@@ -105,6 +105,12 @@ COMMANDS: dict[str, Command] = {
         "koqa.eval.scoring:score",
         lambda config, metrics: print(json.dumps(metrics, ensure_ascii=False)),
     ),
+    "compare": Command(
+        "compare evaluation runs on the same questions, each against the first, with paired intervals",
+        "koqa.eval.compare:CompareConfig",
+        "koqa.eval.compare:compare",
+        lambda config, result: print(result["markdown"], end=""),
+    ),
     "submit": Command(
         "write a contest submission CSV",
         "koqa.eval.submission:SubmitConfig",
