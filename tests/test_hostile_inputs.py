@@ -218,6 +218,24 @@ def _fail_at_write(monkeypatch, k):
     return calls
 
 
+def fail_at_each_write_in_turn(monkeypatch, out, run) -> tuple[dict, int]:
+    """Run `run()` again and again, the k-th write failing on the k-th try, until a try writes without
+    failing; after every failed try the folder `out` must be as it was. Returns the final folder and k."""
+    old = _snapshot(out)
+    k = 1
+    while True:
+        with monkeypatch.context() as patch:
+            calls = _fail_at_write(patch, k)
+            try:
+                run()
+            except OSError:
+                assert _snapshot(out) == old, f"a failure at write {k} left a mix"
+                k += 1
+                continue
+        assert calls[0] < k  # the try that finished made every write the failed tries had stopped at
+        return _snapshot(out), k
+
+
 def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir, monkeypatch):
     from koqa.preprocess import PreprocessConfig, preprocess
 
@@ -225,23 +243,11 @@ def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir
     second = write_csv(tmp_path / "second.csv", ["id", "context", "question"], [r[:3] for r in DACON_ROWS])
     out = tmp_path / "out"
     preprocess(PreprocessConfig(inputs=[str(first)], out=str(out), on_bad_row="skip"))
-    old = _snapshot(out)
-    assert {"rejected.csv", "train.jsonl", "validation.jsonl"} <= set(old)
-    k = 1
-    while True:  # a failure at each write in turn: the folder is the old one, then the new one
-        with monkeypatch.context() as patch:
-            calls = _fail_at_write(patch, k)
-            try:
-                preprocess(PreprocessConfig(inputs=[str(second)], out=str(out)))
-                finished = True
-            except OSError:
-                finished = False
-        state = _snapshot(out)
-        if finished:
-            break
-        assert state == old, f"a failure at write {k} left a mix"
-        k += 1
-    assert k > 5 and calls[0] < k  # every write was tried, and the last run wrote without failing
+    assert {"rejected.csv", "train.jsonl", "validation.jsonl"} <= set(_snapshot(out))
+    state, tries = fail_at_each_write_in_turn(
+        monkeypatch, out, lambda: preprocess(PreprocessConfig(inputs=[str(second)], out=str(out)))
+    )
+    assert tries > 5
     assert set(state) == {"all.jsonl", "stats.json", "stats.md", "prompt_tokens_hist.png"}  # nothing stale
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -262,21 +268,11 @@ def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_mo
     out = tmp_path / "eval"
     evaluate(EvalConfig(data=str(dacon_train), out=str(out)), generator=Scripted())
     old = _snapshot(out)
-    k = 1
-    while True:
-        with monkeypatch.context() as patch:
-            calls = _fail_at_write(patch, k)
-            try:  # the same answers, post-processed otherwise: other predictions, other scores
-                evaluate(EvalConfig(data=str(dacon_train), out=str(out), span="snap"), generator=Scripted())
-                finished = True
-            except OSError:
-                finished = False
-        state = _snapshot(out)
-        if finished:
-            break
-        assert state == old, f"a failure at write {k} left a mix"
-        k += 1
-    assert k > 4 and calls[0] < k and state != old
+    # the same answers, post-processed otherwise: other predictions, other scores
+    state, tries = fail_at_each_write_in_turn(
+        monkeypatch, out, lambda: evaluate(EvalConfig(data=str(dacon_train), out=str(out), span="snap"), Scripted())
+    )
+    assert tries > 4 and state != old
     assert (
         set(state) == set(old) == {"generations.jsonl", "predictions.csv", "metrics.json", "report.md", "f1_hist.png"}
     )
