@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # The KorQuAD 1.0 dev set beside the checkout; KOQA_KORQUAD names it when the checkout lies elsewhere.
@@ -168,7 +168,7 @@ def machine_stamp(bf16_peak: float | None = None) -> dict:
         commit = "unknown"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
         "cores": cores,
         "bf16_matmul_gflops": round((bf16_peak or bf16_matmul_flops()) / 1e9, 1),

@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tomllib
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tomllib
 import yaml
 
 from koqa.errors import KoqaError
