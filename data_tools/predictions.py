@@ -20,12 +20,12 @@ def answer_text(value: str | None) -> str:
     return "" if text.lower() == "nan" else text
 
 
-def read_predictions(path: str | Path, encoding: str = "utf-8") -> dict[str, str]:
+def read_predictions(path: str | Path, encoding: str = "auto") -> dict[str, str]:
     """{id: answer} of a prediction file."""
     return read_predictions_with_rows(path, encoding)[0]
 
 
-def read_predictions_with_rows(path: str | Path, encoding: str = "utf-8") -> tuple[dict[str, str], dict[str, object]]:
+def read_predictions_with_rows(path: str | Path, encoding: str = "auto") -> tuple[dict[str, str], dict[str, object]]:
     """`read_predictions` plus where each answer is: its CSV line number, or `id 'X'` in JSON."""
     path = Path(path)
     file = str(path)

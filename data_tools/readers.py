@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 
 from koqa.data_tools.validation import ON_BAD_ROW, ReadResult, RecordChecker, text_problem
 from koqa.errors import KoqaError
 
+log = logging.getLogger(__name__)
 __all__ = [
     "FORMATS",
     "ON_BAD_ROW",
@@ -34,12 +36,46 @@ FORMATS = ("auto", "dacon", "squad", "jsonl")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-def read_text(path: str | Path, encoding: str = "utf-8") -> str:
-    """Read a text file; BOM-prefixed UTF-8 is accepted, other encodings need `encoding`."""
+KOREAN_ENCODINGS = ("cp949", "euc_kr", "johab", "iso2022_kr")
+
+
+def detected_korean_encoding(raw: bytes) -> str | None:
+    """The Korean legacy encoding `raw` is written in, or None. charset-normalizer must name a Korean
+    encoding and the bytes must decode as CP949 (the superset of EUC-KR that Windows writes)."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None or best.encoding not in KOREAN_ENCODINGS:
+        return None
+    try:
+        raw.decode("cp949")
+    except UnicodeDecodeError:
+        return None
+    return "cp949"
+
+
+def read_text(path: str | Path, encoding: str = "auto") -> str:
+    """Read a text file. `auto`: UTF-8, with or without a BOM, else a Korean legacy encoding that is
+    detected (CP949/EUC-KR, with a one-line notice); any other name forces that encoding."""
     path = Path(path)
     if not path.is_file():
         raise KoqaError("file not found", file=str(path))
     raw = path.read_bytes()
+    if encoding == "auto":
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            found = detected_korean_encoding(raw)
+            if found is None:
+                line = raw[: exc.start].count(b"\n") + 1
+                raise KoqaError(
+                    f"bytes at offset {exc.start} are not valid UTF-8, nor CP949/EUC-KR",
+                    file=str(path),
+                    row=line,
+                    fix="pass --encoding NAME with the file's encoding",
+                ) from None
+            log.warning("%s is not UTF-8: read as %s (detected; --encoding NAME chooses another)", path, found)
+            return raw.decode(found)
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         return raw.decode(codec)
@@ -49,7 +85,7 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
             f"bytes at offset {exc.start} are not valid {encoding}",
             file=str(path),
             row=line,
-            fix="if the file is CP949/EUC-KR, pass --encoding cp949",
+            fix="pass --encoding auto to detect a Korean encoding, or the file's own",
         ) from None
     except LookupError:
         raise KoqaError(f"unknown encoding '{encoding}'", file=str(path)) from None
@@ -156,7 +192,7 @@ def read_csv_rows(
 
 
 def read_dacon_csv(
-    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
 ) -> ReadResult:
     """Read a Dacon `train.csv` (with `answer`) or `test.csv` (without)."""
     checker = RecordChecker(str(path), on_bad_row, check_span)
@@ -189,7 +225,7 @@ def _squad_shape_error(file: str, row: str, what: str, field: str | None = None)
 
 
 def read_squad_json(
-    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
 ) -> ReadResult:
     """Read SQuAD v1.1 / KorQuAD 1.0 JSON: data[].paragraphs[].qas[].answers[]."""
     file = str(path)
@@ -242,7 +278,7 @@ JSONL_FIELDS = ("id", "context", "question", "answers", "answer_starts")
 
 
 def read_jsonl(
-    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
 ) -> ReadResult:
     """Read koqa's JSONL (what `koqa preprocess` writes): one JSON object per line with id, context,
     question and answers (a list, empty for test data); other keys are kept out of the record."""
@@ -289,7 +325,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_records(
-    path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail", encoding: str = "utf-8", check_span: bool = True
+    path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
 ) -> ReadResult:
     """Read any supported file: Dacon CSV, SQuAD JSON, or a koqa-processed JSONL."""
     readers = {"dacon": read_dacon_csv, "squad": read_squad_json, "jsonl": read_jsonl}

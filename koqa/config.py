@@ -87,7 +87,11 @@ def setting(
 
 def encoding_setting() -> Any:
     """The input encoding setting that every command reading text files takes."""
-    return setting("utf-8", help="input text encoding, e.g. cp949 (default: UTF-8, with or without a BOM)")
+    return setting(
+        "auto",
+        help="input text encoding: auto reads UTF-8 (with or without a BOM), else a detected "
+        "CP949/EUC-KR with a notice; a name forces that one, e.g. cp949",
+    )
 
 
 def fields(cls: type) -> list[dataclasses.Field]:

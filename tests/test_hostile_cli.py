@@ -36,7 +36,7 @@ def files(tmp_path):
     text("tabs.csv", "id\tcontext\tquestion\tanswer\na\tb\tc\td\n")
     text("dup_col.csv", "id,context,question,answer,answer\na,서울,q,서울,서울\n")
     text("ragged.csv", "id,context,question,answer\na,서울,q\n")
-    text("cp949.csv", "id,context,question,answer\na,서울은 수도,어디?,서울\n", "cp949")
+    text("latin1.csv", "id,context,question,answer\na,Olé café à Paris,Où?,Paris\n", "latin-1")
     text("nul.csv", "id,context,question,answer\na,서울\x00,어디?,서울\n")
     text("blank_row.csv", "id,context,question,answer\na,서울,어디?,서울\n,,,\n")
     text("not_span.csv", "id,context,question,answer\na,서울,어디?,부산\n")
@@ -125,7 +125,7 @@ CASES = [
     (["score", "--gold", "{tabs.csv}", "--pred", "{pred.csv}"], "wrong delimiter"),
     (["score", "--gold", "{dup_col.csv}", "--pred", "{pred.csv}"], "the column 'answer' appears twice"),
     (["score", "--gold", "{ragged.csv}", "--pred", "{pred.csv}"], "ragged.csv: row 2: has 3 fields"),
-    (["score", "--gold", "{cp949.csv}", "--pred", "{pred.csv}"], "not valid utf-8 (if the file is CP949"),
+    (["score", "--gold", "{latin1.csv}", "--pred", "{pred.csv}"], "not valid UTF-8, nor CP949/EUC-KR"),
     (["score", "--gold", "{nul.csv}", "--pred", "{pred.csv}"], "nul.csv: row 2: field 'context': contains a NUL"),
     (["score", "--gold", "{blank_row.csv}", "--pred", "{pred.csv}"], "blank_row.csv: row 3: field 'row'"),
     (["score", "--gold", "{empty_list.csv}", "--pred", "{pred.csv}"], "field 'answer': an answer is empty"),

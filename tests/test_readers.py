@@ -25,11 +25,23 @@ def test_bom_prefixed_utf8_is_accepted(tmp_path):
     assert [r.id for r in read_dacon_csv(path).records] == ["TRAIN_000", "TRAIN_001"]
 
 
-def test_cp949_file_gets_a_clear_error_and_reads_with_encoding(tmp_path):
-    path = write_csv(tmp_path / "euckr.csv", HEADER, DACON_ROWS[:2], encoding="cp949")
-    with pytest.raises(KoqaError, match=r"euckr\.csv: row 2: .*not valid utf-8.*--encoding cp949"):
+def test_a_cp949_file_is_detected_with_a_notice_and_forced_encodings_are_kept(tmp_path, caplog):
+    path = write_csv(tmp_path / "euckr.csv", HEADER, DACON_ROWS, encoding="cp949")
+    with caplog.at_level("WARNING"):
+        records = read_dacon_csv(path).records
+    assert [r.context for r in records] == [r[1] for r in DACON_ROWS]
+    assert [m for m in caplog.messages if "euckr.csv is not UTF-8: read as cp949 (detected" in m]
+    assert len(read_dacon_csv(path, encoding="cp949").records) == len(DACON_ROWS)
+    with pytest.raises(KoqaError, match=r"euckr\.csv: row 2: .*not valid utf-8.*--encoding auto"):
+        read_dacon_csv(path, encoding="utf-8")
+
+
+def test_a_file_no_korean_encoding_explains_stays_an_error(tmp_path):
+    path = write_csv(
+        tmp_path / "latin.csv", HEADER, [("a", "Olé, café crème à Paris", "Où?", "Paris")], encoding="latin-1"
+    )
+    with pytest.raises(KoqaError, match="latin.csv: row 2: bytes at offset .* are not valid UTF-8, nor CP949/EUC-KR"):
         read_dacon_csv(path)
-    assert len(read_dacon_csv(path, encoding="cp949").records) == 2
 
 
 def test_empty_file_and_header_only(tmp_path):
