@@ -76,7 +76,7 @@ def test_jsonl_lines_are_checked_like_every_other_row(tmp_path, line, message):
 
 
 def test_jsonl_with_bad_utf8_names_its_line(tmp_path):
-    with pytest.raises(KoqaError, match="data.jsonl: row 2: bytes at offset .* are not valid utf-8"):
+    with pytest.raises(KoqaError, match="data.jsonl: row 2: bytes at offset .* are not valid UTF-8, nor CP949"):
         read_records(_jsonl(tmp_path, GOOD, b'{"id": "\xff"}'))
 
 
