@@ -140,9 +140,8 @@ class RecordChecker:
         """The result: all questions answered (training data), or none (test data)."""
         answered = len(self.result.records) - len(self.unanswered)
         if answered and self.unanswered:
-            for row, record in self.unanswered:
-                self.result.records.remove(record)
-                self.seen.pop(record.id, None)
+            self.result.records = [r for r in self.result.records if r.answers]
+            for row, _ in self.unanswered:
                 self.bad(
                     row,
                     "answers",
