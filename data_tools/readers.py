@@ -39,19 +39,23 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 KOREAN_ENCODINGS = ("cp949", "euc_kr", "johab", "iso2022_kr")
 
 
-def detected_korean_encoding(raw: bytes) -> str | None:
-    """The Korean legacy encoding `raw` is written in, or None. charset-normalizer must name a Korean
-    encoding and the bytes must decode as CP949 (the superset of EUC-KR that Windows writes)."""
+def decode_korean(raw: bytes) -> str | None:
+    """`raw` decoded as CP949 (the superset of EUC-KR that Windows writes), or None: charset-normalizer
+    must name a Korean encoding and the strict decode must succeed."""
     from charset_normalizer import from_bytes
 
     best = from_bytes(raw).best()
     if best is None or best.encoding not in KOREAN_ENCODINGS:
         return None
     try:
-        raw.decode("cp949")
+        return raw.decode("cp949")
     except UnicodeDecodeError:
         return None
-    return "cp949"
+
+
+def _undecodable(path: Path, raw: bytes, exc: UnicodeDecodeError, what: str, fix: str) -> KoqaError:
+    line = raw[: exc.start].count(b"\n") + 1
+    return KoqaError(f"bytes at offset {exc.start} are not valid {what}", file=str(path), row=line, fix=fix)
 
 
 def read_text(path: str | Path, encoding: str = "auto") -> str:
@@ -65,27 +69,19 @@ def read_text(path: str | Path, encoding: str = "auto") -> str:
         try:
             return raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            found = detected_korean_encoding(raw)
-            if found is None:
-                line = raw[: exc.start].count(b"\n") + 1
-                raise KoqaError(
-                    f"bytes at offset {exc.start} are not valid UTF-8, nor CP949/EUC-KR",
-                    file=str(path),
-                    row=line,
-                    fix="pass --encoding NAME with the file's encoding",
+            text = decode_korean(raw)
+            if text is None:
+                raise _undecodable(
+                    path, raw, exc, "UTF-8, nor CP949/EUC-KR", "pass --encoding NAME with the file's encoding"
                 ) from None
-            log.warning("%s is not UTF-8: read as %s (detected; --encoding NAME chooses another)", path, found)
-            return raw.decode(found)
+            log.warning("%s is not UTF-8: read as cp949 (detected; --encoding NAME chooses another)", path)
+            return text
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise KoqaError(
-            f"bytes at offset {exc.start} are not valid {encoding}",
-            file=str(path),
-            row=line,
-            fix="pass --encoding auto to detect a Korean encoding, or the file's own",
+        raise _undecodable(
+            path, raw, exc, encoding, "pass --encoding auto to detect a Korean encoding, or the file's own"
         ) from None
     except LookupError:
         raise KoqaError(f"unknown encoding '{encoding}'", file=str(path)) from None
