@@ -1,4 +1,6 @@
-"""The evaluation report: predictions.csv, metrics.json, report.md and a per-question F1 histogram."""
+"""The evaluation report: predictions.csv, metrics.json, report.md (with the error analysis of
+koqa.eval.errors), errors.csv (every answer that is not an exact match, classified) and a
+per-question F1 histogram."""
 
 from __future__ import annotations
 
@@ -7,14 +9,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
+from koqa.eval.errors import analyse, report_lines
 from koqa.eval.scoring import add_intervals, score_questions
 
 # every file a scored evaluation writes into its --out folder, beside the answer log generations.jsonl
-OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "f1_hist.png")
+OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "f1_hist.png", "errors.csv")
+ERROR_COLUMNS = ["id", "question", "answer", "prediction", "f1", "error", "question_type", "answer_type"]
 
 
 def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> None:
     columns = ["id", "question", "answer", "prediction", "f1", "em"] if with_gold else ["id", "question", "prediction"]
+    write_rows_csv(path, rows, columns)
+
+
+def write_rows_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -24,7 +32,9 @@ def write_predictions_csv(path: Path, rows: Sequence[dict], with_gold: bool) -> 
             )
 
 
-def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict, worst: int = 15) -> None:
+def write_report(
+    out: Path, rows: Sequence[dict], metrics: dict, settings: dict, analysis: dict, worst: int = 15
+) -> None:
     lines = [
         "# koqa eval report",
         "",
@@ -37,6 +47,7 @@ def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict,
         "",
     ]
     lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
+    lines += report_lines(analysis, metrics["n"])
     lines += [
         f"## The {worst} worst answers",
         "",
@@ -50,6 +61,7 @@ def write_report(out: Path, rows: Sequence[dict], metrics: dict, settings: dict,
         lines.append("| " + " | ".join(cells) + f" | {row['f1']:.2f} |")
     write_text(out / "report.md", "\n".join(lines) + "\n")
     write_json(out / "metrics.json", metrics)
+    write_rows_csv(out / "errors.csv", [row for row in rows if row["error"]], ERROR_COLUMNS)
     _f1_histogram([r["f1"] for r in rows], out / "f1_hist.png")
 
 
@@ -70,15 +82,17 @@ def score_and_report(
     the F1 histogram, all replacing an earlier run's as one unit. Returns the metrics ({} without
     gold answers) and the rows."""
     with_gold = all(r.answers for r in records)
-    metrics = {}
+    metrics, analysis = {}, {}
     if with_gold:
         rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
         add_intervals(rows, metrics)
         metrics.update(extra_metrics or {})
+        analysis = analyse(records, rows)
+        metrics.update(analysis)
     else:
         rows = [{"id": r.id, "question": r.question, "prediction": predictions[r.id]} for r in records]
     with OutputFolder(out, OUTPUTS) as folder:
         write_predictions_csv(folder / "predictions.csv", rows, with_gold=with_gold)
         if with_gold:
-            write_report(folder, rows, metrics, settings)
+            write_report(folder, rows, metrics, settings, analysis)
     return {"metrics": metrics, "rows": rows}
