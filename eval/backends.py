@@ -30,6 +30,7 @@ class GenerationParams:
     max_new_tokens: int = 32
     batch_size: int = 16
     stop: tuple[str, ...] = ("\n",)
+    passages: Sequence[str] | None = None  # one per prompt: each answer must be a span of its passage
 
 
 class Generator(Protocol):

@@ -38,6 +38,7 @@ class VLLMGenerator:
         compile: bool = False,
         prefix_caching: bool = True,
         max_num_batched_tokens: int | None = None,
+        span_constraint: bool = False,
     ):
         import torch
 
@@ -67,6 +68,8 @@ class VLLMGenerator:
         )  # questions on one passage share its KV blocks
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
+        if span_constraint:  # loaded by name in the engine's process
+            kwargs["logits_processors"] = ["koqa.eval.span_vllm:VLLMSpanLogitsProcessor"]
         if on_cpu:
             # eager by default: torch.compile on 2 cores costs minutes of start-up per model
             kwargs.update(gpu_memory_utilization=0.5, enforce_eager=not compile)
@@ -86,6 +89,12 @@ class VLLMGenerator:
         from vllm.inputs import TokensPrompt
 
         sampling = SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens, stop=list(params.stop))
+        if params.passages is not None:
+            from koqa.eval.span_vllm import PASSAGE_KEY
+
+            sampling = [sampling.clone() for _ in prompts]
+            for one, passage in zip(sampling, params.passages):
+                one.extra_args = {PASSAGE_KEY: passage}
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
             sampling,
