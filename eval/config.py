@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from koqa.config import POSITIVE, encoding_setting, setting
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS
 from koqa.eval.backends import BACKEND_CHOICES
+from koqa.runs import CHECKPOINTS
 from koqa.runtime import DTYPES
 
-SPAN_MODES = ("off", "snap")
+SPAN_MODES = ("off", "snap", "constrain")
 KORQUAD_SPLITS = ("train", "eval")
 
 
@@ -24,6 +25,11 @@ class EvalConfig:
         "(each answers, and where they differ the answer they find most likely "
         "together wins)",
     )
+    checkpoint: str = setting(
+        "best",
+        help="of a run trained with eval_steps: the adapter of the best validation F1, or the final one",
+        choices=CHECKPOINTS,
+    )
     model: str | None = setting(
         help="local HF model folder or cached hub id (default: the adapter run's, else the embedded Gemma 3 270M)"
     )
@@ -33,7 +39,12 @@ class EvalConfig:
     max_context_chars: int | None = setting(help="cut contexts to this many characters first", check=POSITIVE)
     max_new_tokens: int = setting(32, help="answer token limit", check=POSITIVE)
     template: str | None = setting(help="prompt template (default: the adapter run's, else ko_instruct)")
-    span: str = setting("off", help="snap answers to a span of the context", choices=SPAN_MODES)
+    span: str = setting(
+        "off",
+        help="answers as generated; snapped afterwards to the passage span closest to them; or "
+        "constrained while generating to be a span of the passage",
+        choices=SPAN_MODES,
+    )
     answer_normalization: list[str] = setting(
         list(DEFAULT_STEPS),
         flag="--normalize",

@@ -55,6 +55,7 @@ class HFGenerator:
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )
         self._stop_cache: dict[tuple, list[int]] = {}
+        self._token_texts = None  # built on the first span-constrained batch
         self._torch = torch
 
     def _left_padded(self, sequences):
@@ -80,12 +81,19 @@ class HFGenerator:
             batch = order[start : start + params.batch_size]
             ids, mask = self._left_padded([prompts[i] for i in batch])
             width = ids.shape[1]
+            constrain = {}
+            if params.passages is not None:
+                constrain["logits_processor"] = self._span_processor(
+                    [params.passages[i] for i in batch], width, eos_ids
+                )
             with torch.inference_mode():
                 gen = self.model.generate(
+                    **constrain,
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),
                     max_new_tokens=params.max_new_tokens,
                     do_sample=False,
+                    use_cache=True,  # a model the Trainer holds has config.use_cache False
                     eos_token_id=eos_ids,
                     pad_token_id=self.pad_id,
                 )
@@ -93,6 +101,15 @@ class HFGenerator:
                 text = self.tokenizer.decode(gen[row, width:], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, params.stop)
         return out
+
+    def _span_processor(self, passages, width: int, stop_ids):
+        from transformers import LogitsProcessorList
+
+        from koqa.eval.span_constraint import HFSpanLogitsProcessor, TokenTexts
+
+        if self._token_texts is None:
+            self._token_texts = TokenTexts(self.tokenizer, stop_ids)
+        return LogitsProcessorList([HFSpanLogitsProcessor(passages, self._token_texts, width)])
 
     def score(
         self, prompts: Sequence[list[int]], continuations: Sequence[list[int]], batch_size: int = 16

@@ -86,8 +86,11 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
     from koqa.model_store import resolve_model
     from koqa.prompting import PromptRenderer
 
-    adapter = locate_adapter(adapter_path) if adapter_path else None
+    adapter = locate_adapter(adapter_path, config.checkpoint) if adapter_path else None
     info = adapter.info if adapter else None
+    if adapter and info and info.best and Path(adapter.dir).name == "best":
+        best = info.best
+        log.info("adapter: the best of the run (step %s, validation F1 %.4f)", best["step"], best["eval_f1"])
     model = resolve_model(config.model or (info.model if info else None))
     tokenizer = AutoTokenizer.from_pretrained(model)
     template = _template(config, adapter)
@@ -110,6 +113,8 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
         "max_new_tokens": config.max_new_tokens,
         "dtype": config.dtype,
     }
+    if config.span == "constrain":  # other answers, not other post-processing
+        fingerprint["span_constrained"] = True
     return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length)
 
 
@@ -121,6 +126,8 @@ def open_generator(prepared: PreparedEval, config: EvalConfig):
         options["max_model_len"] = prepared.max_length + config.max_new_tokens
         if config.vllm_compile:
             options["compile"] = True
+        if config.span == "constrain":
+            options["span_constraint"] = True
     return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype, **options)
 
 
@@ -150,6 +157,8 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
             for start in range(0, len(pending), config.chunk_size):
                 chunk = pending[start : start + config.chunk_size]
                 prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
+                if config.span == "constrain":
+                    params.passages = [r.context for r in chunk]
                 raw = generator.generate(prompts, params)
                 answers.append([(r.id, text) for r, text in zip(chunk, raw)])
                 done = start + len(chunk)

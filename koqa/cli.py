@@ -43,6 +43,13 @@ def _print_preprocess(config, stats) -> None:
 
 def _print_sft(config, run) -> None:
     print(f"adapter: {run['adapter']}")
+    best = run.get("best")
+    if best:
+        stopped = " (stopped early)" if run.get("stopped_early") else ""
+        print(
+            f"best: step {best['step']}, validation F1 {best['eval_f1']:.4f}, EM {best['eval_exact_match']:.4f} "
+            f"({config.out}/best, what `koqa eval --adapter {config.out}` takes){stopped}"
+        )
     if run.get("validation"):
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in run["validation"].items() if isinstance(v, float)))
 
@@ -57,7 +64,10 @@ def _print_eval(config, result) -> None:
             f"token_f1 {metrics['token_f1']:.4f}  n {metrics['n']}"
             + (f"  (members agree on {metrics['agreement']:.1%})" if "agreement" in metrics else "")
         )
-    print(f"wrote {config.out}/predictions.csv" + (", metrics.json, report.md, f1_hist.png" if metrics else ""))
+    print(
+        f"wrote {config.out}/predictions.csv"
+        + (", metrics.json, report.md, errors.csv, f1_hist.png" if metrics else "")
+    )
 
 
 def _print_submit(config, report) -> None:
@@ -109,6 +119,12 @@ COMMANDS: dict[str, Command] = {
         "compare evaluation runs on the same questions, each against the first, with paired intervals",
         "koqa.eval.compare:CompareConfig",
         "koqa.eval.compare:compare",
+        lambda config, result: print(result["markdown"], end=""),
+    ),
+    "sweep": Command(
+        "train and score variants of a training config, with a table against the base",
+        "koqa.sweep:SweepConfig",
+        "koqa.sweep:sweep",
         lambda config, result: print(result["markdown"], end=""),
     ),
     "submit": Command(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from koqa.config import setting
 from koqa.errors import KoqaError
-from koqa.runs import adapter_digest, locate_adapter
+from koqa.runs import CHECKPOINTS, adapter_digest, locate_adapter
 from koqa.train.methods import is_lora
 
 
@@ -22,6 +22,9 @@ from koqa.train.methods import is_lora
 class MergeConfig:
     adapter: str | None = setting(help="a `koqa sft` run folder or adapter folder", required=True)
     out: str | None = setting(help="merged model folder", required=True)
+    checkpoint: str = setting(
+        "best", help="of a run trained with eval_steps: the best adapter, or the final one", choices=CHECKPOINTS
+    )
     model: str | None = setting(help="the base model (default: the run's)")
 
 
@@ -33,7 +36,7 @@ def merge(config: MergeConfig) -> str:
 
     from koqa.model_store import resolve_model
 
-    adapter = locate_adapter(config.adapter)
+    adapter = locate_adapter(config.adapter, config.checkpoint)
     if not is_lora(adapter.peft_type):
         method = adapter.info.method if adapter.info else adapter.peft_type
         raise KoqaError(f"only LoRA adapters can be merged; this run used {method}", file=config.adapter)

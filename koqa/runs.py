@@ -8,7 +8,10 @@ One module owns the format, so that no stage re-derives where a file lives:
     RUN/log.jsonl             one JSON line per logging step (loss, learning rate, tokens/s, memory)
     RUN/loss_curve.png        the training loss
     RUN/metrics.json          the training summary (and validation F1 / EM)
-    RUN/adapter/              the adapter (safetensors) and the tokenizer
+    RUN/adapter/              the adapter (safetensors) and the tokenizer, at the end of training
+    RUN/best/                 with eval_steps: the adapter of the best validation F1 so far, and
+                              koqa_best.json (its step and scores); `koqa eval RUN` takes it
+    RUN/f1_curve.png          with eval_steps: validation F1 and EM against the step
     RUN/checkpoints/          checkpoint-N folders, for --resume
     RUN/validation.jsonl      the validation questions, and RUN/validation/ their evaluation
 """
@@ -49,12 +52,13 @@ class RunInfo:
     versions: dict[str, str] = field(default_factory=dict)
     counterfactual: dict | None = None
     synthetic: dict | None = None
+    best: dict | None = None  # with eval_steps: the step, F1 and EM of RUN/best/
 
     def to_json(self) -> dict[str, Any]:
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()
-            if v is not None or k not in ("counterfactual", "synthetic")
+            if v is not None or k not in ("counterfactual", "synthetic", "best")
         }
 
     @classmethod
@@ -75,6 +79,8 @@ class RunFolder:
         self.loss_curve = self.path / "loss_curve.png"
         self.metrics_file = self.path / "metrics.json"
         self.adapter_dir = self.path / "adapter"
+        self.best_dir = self.path / "best"
+        self.f1_curve = self.path / "f1_curve.png"
         self.checkpoints_dir = self.path / "checkpoints"
         self.validation_file = self.path / "validation.jsonl"
         self.validation_dir = self.path / "validation"
@@ -111,6 +117,12 @@ class RunFolder:
         write_text(self.config_file, yaml.safe_dump(settings, allow_unicode=True, sort_keys=False))
         write_text(self.template_file, template_text)
         write_json(self.info_file, info.to_json())
+
+    def record_best(self, best: dict) -> None:
+        info = self.info()
+        if info is not None:
+            info.best = best
+            write_json(self.info_file, info.to_json())
 
     def last_complete_checkpoint(self) -> str | None:
         """The newest checkpoint whose trainer_state.json (written last) exists; half-written ones are removed."""
@@ -174,10 +186,18 @@ class Adapter:
         return path if path.is_file() else None
 
 
-def locate_adapter(path: str | Path) -> Adapter:
-    """The adapter of a `koqa sft` run folder, or a bare adapter folder (inside a run or not)."""
+CHECKPOINTS = ("best", "final")
+
+
+def locate_adapter(path: str | Path, checkpoint: str = "best") -> Adapter:
+    """The adapter of a `koqa sft` run folder, or a bare adapter folder (inside a run or not). Of a
+    run trained with eval_steps, `checkpoint` picks the best validation F1 (RUN/best/) or the end of
+    training (RUN/adapter/); a run without best/ has only the final one."""
     p = Path(path)
-    for adapter, run_dir in ((p / "adapter", p), (p, p.parent)):
+    candidates = [(p / "adapter", p), (p, p.parent)]
+    if checkpoint == "best":
+        candidates.insert(0, (p / "best", p))
+    for adapter, run_dir in candidates:
         if (adapter / "adapter_config.json").is_file():
             run = RunFolder(run_dir)
             return Adapter(str(adapter), run, run.info())

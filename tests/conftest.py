@@ -58,6 +58,21 @@ DACON_ROWS = [
 ]
 
 
+# `koqa sft` flags that keep a training test on the tiny model small: short sequences, a row a step
+TINY_TRAINING = [
+    "--set",
+    "max_length=256",
+    "--set",
+    "logging_steps=1",
+    "--set",
+    "validation_limit=0",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "lora_r=4",
+]
+
+
 def default_sigint() -> None:
     """preexec_fn for a child the test sends SIGINT: a shell's background job starts with SIGINT
     ignored, which Python would keep, so the child gets the default disposition back."""

@@ -8,23 +8,13 @@ import sys
 
 import pytest
 
+from conftest import TINY_TRAINING
 from koqa.config import load
 from koqa.errors import KoqaError
 from koqa.time_budget import CLOCK_FILE, TrainingClock, cosine_with_warmup
 from koqa.train.config import TrainConfig
 
-TINY = [
-    "--set",
-    "max_length=256",
-    "--set",
-    "logging_steps=1",
-    "--set",
-    "validation_limit=0",
-    "--set",
-    "batch_size=2",
-    "--set",
-    "lora_r=4",
-]
+TINY = TINY_TRAINING
 
 
 def test_cosine_with_warmup_shape():

@@ -11,23 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DACON_ROWS, REPO, default_sigint, write_csv
+from conftest import DACON_ROWS, REPO, TINY_TRAINING, default_sigint, write_csv
 from koqa.time_budget import CLOCK_FILE
 
-TINY = [
-    "--set",
-    "max_length=256",
-    "--set",
-    "logging_steps=1",
-    "--set",
-    "validation_limit=0",
-    "--set",
-    "batch_size=2",
-    "--set",
-    "lora_r=4",
-    "--set",
-    "num_virtual_tokens=4",
-]
+TINY = [*TINY_TRAINING, "--set", "num_virtual_tokens=4"]
 
 
 def koqa(args, env=None, timeout=600):

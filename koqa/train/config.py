@@ -11,6 +11,7 @@ from koqa.train.methods import METHODS
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULE_OVER = ("steps", "minutes")
+EVAL_BACKENDS = ("auto", "hf", "vllm")
 # what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
 CHANGEABLE_ON_RESUME = frozenset(
     {
@@ -23,6 +24,9 @@ CHANGEABLE_ON_RESUME = frozenset(
         "report_to",
         "validation_limit",
         "validation_batch_size",
+        "eval_steps",
+        "eval_backend",
+        "early_stopping_patience",
         "eval_max_length",
         "resume",
         "out",
@@ -114,7 +118,24 @@ class TrainConfig:
     validation_limit: int = setting(
         200, help="validation questions scored after training; 0 for none", check=NON_NEGATIVE
     )
-    validation_batch_size: int = setting(16, help="batch size of that scoring", check=POSITIVE)
+    validation_batch_size: int = setting(
+        16, help="batch size of the validation scoring (after and during training)", check=POSITIVE
+    )
+    eval_steps: int | None = setting(
+        help="every N optimiser steps, score the validation questions (leaderboard F1 / EM) and keep the "
+        "best adapter in RUN/best/",
+        check=POSITIVE,
+    )
+    eval_limit: int = setting(200, help="with eval_steps: the validation questions scored", check=POSITIVE)
+    eval_backend: str = setting(
+        "auto",
+        help="with eval_steps: hf generates in this process; vllm merges the adapter into a copy and serves "
+        "it from a child process (LoRA); auto is vllm on a CPU where vLLM is installed, else hf",
+        choices=EVAL_BACKENDS,
+    )
+    early_stopping_patience: int | None = setting(
+        help="with eval_steps: stop after K evaluations in a row without a better F1", check=POSITIVE
+    )
     report_to: list[str] = setting([], help="trackers for training, e.g. tensorboard")
 
     def resolve(self) -> None:
@@ -144,6 +165,12 @@ class TrainConfig:
                     "shared_context",
                     "shared_context needs answer_only_logits: true (TRL's own loss reads a plain padding mask)",
                 )
+            )
+        if self.eval_backend == "vllm" and not method.lora:
+            found.append(("eval_backend", f"eval_backend vllm serves LoRA adapters, not {self.method} (use hf)"))
+        if self.early_stopping_patience and not self.eval_steps:
+            found.append(
+                ("early_stopping_patience", "early stopping needs evaluations during training: set eval_steps too")
             )
         if self.schedule_over == "minutes" and not self.max_minutes:
             found.append(

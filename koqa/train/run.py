@@ -62,11 +62,12 @@ def train(config: TrainConfig) -> dict:
         check_resume_matches(run, config, template.text, info)
     if is_main:
         run.write_start(to_dict(config), template.text, info)
-        if data.validation:
+        if data.validation and config.validation_limit:  # the questions scored after training
             write_jsonl(run.validation_file, (r.to_json() for r in data.validation[: config.validation_limit]))
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
+    evaluation = f1_evaluation(config, run, template, tokenizer, data.validation, model_path)
     trainer = build_trainer(
-        config, method, model_path, tokenizer, data.examples, dtype, run, started, clock, checkpoint
+        config, method, model_path, tokenizer, data.examples, dtype, run, started, clock, checkpoint, evaluation
     )
     if is_main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -98,6 +99,13 @@ def train(config: TrainConfig) -> dict:
     if checkpoint:
         summary.update(resumed_from_step=resumed_step, train_seconds_since_resume=round(train_seconds, 1))
     save_adapter(trainer, tokenizer, run)
+    if evaluation is not None and trainer.is_world_process_zero():
+        from koqa.train.evaluation import f1_curve_png, read_best
+
+        f1_curve_png(run)
+        summary["best"] = read_best(run)
+        summary["eval_backend"] = evaluation.backend
+        summary["stopped_early"] = bool(config.early_stopping_patience) and evaluation.stopped_early
     if trainer.is_world_process_zero() and data.validation and config.validation_limit:
         summary["validation"] = validate(trainer.model, tokenizer, run, config)
     if trainer.is_world_process_zero():
@@ -123,6 +131,34 @@ def load_tokenizer(model_path: str, template, config: TrainConfig):
         max_context_chars=config.max_context_chars,
     )
     return tokenizer, renderer
+
+
+def f1_evaluation(config: TrainConfig, run: RunFolder, template, tokenizer, validation: list, model_path: str):
+    """The evaluation during training that eval_steps asks for (None without it), rendering prompts as
+    `koqa eval` will for this run's adapter."""
+    if not config.eval_steps:
+        return None
+    if not validation:
+        raise KoqaError(
+            "eval_steps needs validation questions, and there are none",
+            field="eval_steps",
+            fix="pass --validation FILE, or a `koqa preprocess` folder with validation.jsonl as --data",
+        )
+    from koqa.prompting import PromptRenderer
+    from koqa.train.evaluation import F1Evaluation, pick_eval_backend
+
+    renderer = PromptRenderer(tokenizer, template, max_length=config.eval_max_length, max_answer_tokens=32)
+    return F1Evaluation(
+        run,
+        validation[: config.eval_limit],
+        renderer,
+        tokenizer,
+        every=config.eval_steps,
+        model_path=model_path,
+        backend=pick_eval_backend(config),
+        patience=config.early_stopping_patience,
+        batch_size=config.validation_batch_size,
+    )
 
 
 def describe_run(config: TrainConfig, model_path: str, template, data) -> RunInfo:
@@ -154,6 +190,7 @@ def build_trainer(
     started: float,
     clock,
     checkpoint: str | None,
+    evaluation=None,
 ):
     """The base model, its PEFT config and koqa's trainer over the examples, set up as `config` says."""
     import torch
@@ -201,14 +238,18 @@ def build_trainer(
         from koqa.shared_context import SharedContextCollator
 
         collator = SharedContextCollator(tokenizer.pad_token_id)
-    return AnswerOnlySFTTrainer(
+    trainer = AnswerOnlySFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=method.build_peft_config(config, model, model_path),
         data_collator=collator,
-        callbacks=[JsonlLogger(run, started, clock, tokens_before), *budget_callbacks(clock)],
+        callbacks=[
+            JsonlLogger(run, started, clock, tokens_before),
+            *budget_callbacks(clock),
+            *([evaluation] if evaluation else []),
+        ],
         answer_only=config.answer_only_logits,
         shared_context=config.shared_context,
         virtual_tokens=config.num_virtual_tokens if method.virtual_tokens_in_sequence else 0,
@@ -217,6 +258,9 @@ def build_trainer(
         lr_lambda=time_lr_lambda(clock, config.warmup_ratio) if config.schedule_over == "minutes" else None,
         loraplus_lr_ratio=config.loraplus_lr_ratio,
     )
+    if evaluation is not None:
+        evaluation.attach(trainer)
+    return trainer
 
 
 def load_base_model(model_path: str, config: TrainConfig, method, dtype):
@@ -267,6 +311,7 @@ def validate(model, tokenizer, run: RunFolder, config: TrainConfig) -> dict:
         data=str(run.validation_file),
         out=str(run.validation_dir),
         adapter=[str(run.path)],
+        checkpoint="final",  # the weights in memory are the final ones
         batch_size=config.validation_batch_size,
     )
     try:
