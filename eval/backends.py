@@ -102,3 +102,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
         if i >= 0:
             cut = min(cut, i)
     return text[:cut]
+
+
+def stop_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
+    """EOS plus every vocabulary entry that contains a stop string (so batches end early)."""
+    ids = {tokenizer.eos_token_id}
+    if stop:
+        for token, idx in tokenizer.get_vocab().items():
+            text = tokenizer.convert_tokens_to_string([token])
+            if any(s in text for s in stop):
+                ids.add(idx)
+    return sorted(i for i in ids if i is not None)

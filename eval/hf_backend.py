@@ -5,20 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from koqa.eval.backends import GenerationParams, cut_at_stop
+from koqa.eval.backends import GenerationParams, cut_at_stop, stop_token_ids
 
 log = logging.getLogger(__name__)
-
-
-def stop_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
-    """EOS plus every vocabulary entry that contains a stop string (so batches end early)."""
-    ids = {tokenizer.eos_token_id}
-    if stop:
-        for token, idx in tokenizer.get_vocab().items():
-            text = tokenizer.convert_tokens_to_string([token])
-            if any(s in text for s in stop):
-                ids.add(idx)
-    return sorted(i for i in ids if i is not None)
 
 
 class HFGenerator:

@@ -65,7 +65,7 @@ class TokenTexts:
 def token_texts_for(tokenizer_path: str, stop: tuple[str, ...] = ("\n",)) -> TokenTexts:
     from transformers import AutoTokenizer
 
-    from koqa.eval.hf_backend import stop_token_ids
+    from koqa.eval.backends import stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     return TokenTexts(tokenizer, stop_token_ids(tokenizer, stop))

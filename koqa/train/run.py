@@ -99,19 +99,25 @@ def train(config: TrainConfig) -> dict:
     if checkpoint:
         summary.update(resumed_from_step=resumed_step, train_seconds_since_resume=round(train_seconds, 1))
     save_adapter(trainer, tokenizer, run)
-    if evaluation is not None and trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():
+        finish(summary, trainer, tokenizer, run, config, data, evaluation)
+    summary["adapter"] = str(run.adapter_dir)
+    return summary
+
+
+def finish(summary: dict, trainer, tokenizer, run: RunFolder, config: TrainConfig, data, evaluation) -> None:
+    """After training, on the main process: the evaluations' curve and best, the validation scores
+    of the final adapter, and metrics.json."""
+    if evaluation is not None:
         from koqa.train.evaluation import f1_curve_png, read_best
 
         f1_curve_png(run)
         summary["best"] = read_best(run)
         summary["eval_backend"] = evaluation.backend
         summary["stopped_early"] = bool(config.early_stopping_patience) and evaluation.stopped_early
-    if trainer.is_world_process_zero() and data.validation and config.validation_limit:
+    if data.validation and config.validation_limit:
         summary["validation"] = validate(trainer.model, tokenizer, run, config)
-    if trainer.is_world_process_zero():
-        write_json(run.metrics_file, summary)
-    summary["adapter"] = str(run.adapter_dir)
-    return summary
+    write_json(run.metrics_file, summary)
 
 
 def load_tokenizer(model_path: str, template, config: TrainConfig):
