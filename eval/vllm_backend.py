@@ -82,7 +82,10 @@ class VLLMGenerator:
             kwargs.update(enable_lora=True, max_lora_rank=max(8, 1 << (int(rank) - 1).bit_length()))
             self.lora_request = LoRARequest("koqa-adapter", 1, str(adapter))
         log.info("starting vLLM engine (%s)", "CPU" if on_cpu else "CUDA")
-        self.llm = LLM(**kwargs)
+        from koqa.console import quiet_descriptors
+
+        with quiet_descriptors():  # the engine's processes write to koqa.log from their start
+            self.llm = LLM(**kwargs)
 
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
         from vllm import SamplingParams

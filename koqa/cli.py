@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import importlib
 import json
-import logging
 import sys
 import typing
 from collections.abc import Callable
@@ -87,6 +86,7 @@ class Command:
     entry: str  # "module:function", called with the settings
     report: Callable[[Any, Any], None] = lambda config, result: print(result)
     default_config: Callable[[], str] | None = None  # a config file read when --config is not given
+    log_in_out: bool = False  # the libraries' output goes to OUT/koqa.log (koqa/console.py)
 
     def load(self, name: str):
         module, attr = getattr(self, name).split(":")
@@ -99,15 +99,21 @@ COMMANDS: dict[str, Command] = {
         "koqa.preprocess:PreprocessConfig",
         "koqa.preprocess:preprocess",
         _print_preprocess,
+        log_in_out=True,
     ),
     "sft": Command(
         "fine-tune with TRL + PEFT (lora, qlora, prefix, prompt)",
         "koqa.train.config:TrainConfig",
         "koqa.train:train",
         _print_sft,
+        log_in_out=True,
     ),
     "eval": Command(
-        "generate answers and score them", "koqa.eval.config:EvalConfig", "koqa.eval.evaluate:evaluate", _print_eval
+        "generate answers and score them",
+        "koqa.eval.config:EvalConfig",
+        "koqa.eval.evaluate:evaluate",
+        _print_eval,
+        log_in_out=True,
     ),
     "score": Command(
         "score existing predictions",
@@ -126,6 +132,7 @@ COMMANDS: dict[str, Command] = {
         "koqa.sweep:SweepConfig",
         "koqa.sweep:sweep",
         lambda config, result: print(result["markdown"], end=""),
+        log_in_out=True,
     ),
     "submit": Command(
         "write a contest submission CSV",
@@ -145,6 +152,7 @@ COMMANDS: dict[str, Command] = {
         "koqa.demo:demo",
         lambda config, result: None,
         _shipped_demo_config,
+        log_in_out=True,
     ),
 }
 
@@ -198,7 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Korean question answering: preprocess, fine-tune, evaluate, submit.",
     )
     parser.add_argument("--version", action="version", version=f"koqa {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the libraries' warnings, banners and progress bars on the terminal too, and debug logging "
+        "(without it they go to koqa.log in the output folder)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         cls = command.load("settings")
@@ -227,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
             dest="set_",
             help="set any setting, also those without a flag (repeatable; values read as YAML)",
         )
+        p.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="the libraries' output too"
+        )
         add_settings(p, cls)
     return parser
 
@@ -244,14 +261,14 @@ def settings_from_args(command: Command, args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from koqa import console
+
+    console.setup(args.verbose, None)
     command = COMMANDS[args.command]
     try:
         config = settings_from_args(command, args)
+        if command.log_in_out and getattr(config, "out", None):
+            console.setup(args.verbose, config.out)
         command.report(config, command.load("entry")(config))
         return 0
     except KoqaError as exc:

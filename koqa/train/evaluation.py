@@ -165,7 +165,10 @@ class F1Evaluation(TrainerCallback):
                 "max_new_tokens": self.max_new_tokens,
             }
             write_json(folder / "spec.json", spec)
-            result = subprocess.run([sys.executable, "-m", "koqa.train.vllm_answers", str(folder / "spec.json")])
+            from koqa.console import quiet_descriptors
+
+            with quiet_descriptors():  # the child's merge and engine output go to koqa.log
+                result = subprocess.run([sys.executable, "-m", "koqa.train.vllm_answers", str(folder / "spec.json")])
             if result.returncode:
                 raise RuntimeError(f"the vLLM evaluation child stopped with exit status {result.returncode}")
             return json.loads((folder / "answers.json").read_text(encoding="utf-8"))

@@ -266,6 +266,13 @@ def build_trainer(
     )
     if evaluation is not None:
         evaluation.attach(trainer)
+    from koqa import console
+
+    if console.quiet():  # koqa logs a line per logging step instead of the bar and the dict dumps
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
     return trainer
 
 

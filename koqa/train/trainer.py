@@ -12,6 +12,7 @@ This module imports torch and TRL: only the training run imports it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import time
@@ -23,6 +24,8 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from koqa.runs import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 class AnswerOnlySFTTrainer(SFTTrainer):
@@ -181,6 +184,16 @@ class JsonlLogger(TrainerCallback):
         if torch.cuda.is_available():
             row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         self.run.append_log(row)
+        if "loss" in logs:
+            rate = f", {row['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in row else ""
+            log.info(
+                "step %d/%d: loss %.4f, learning rate %.3g%s",
+                state.global_step,
+                state.max_steps,
+                logs["loss"],
+                logs.get("learning_rate", 0.0),
+                rate,
+            )
 
 
 def loss_curve_png(run: RunFolder) -> None:

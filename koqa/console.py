@@ -1,0 +1,95 @@
+"""What a command prints: koqa's own progress and result lines on the terminal; everything the
+libraries under it say (warnings, banners, progress bars, the trainer's dict dumps, vLLM's engine
+process) in `koqa.log` in the command's output folder, and on the terminal too with `-v`.
+
+Three channels carry third-party output, and each is routed here: Python logging (every logger but
+koqa's goes to the file), `warnings.warn` (captured into logging), and what child processes and C++
+code write straight to the file descriptors (a vLLM engine process inherits descriptor 2 from the
+moment it starts: `quiet_descriptors` points it at the log file while the engine starts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOG_FILE = "koqa.log"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_state = {"verbose": True, "file": None}
+
+
+def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
+    """Route logging as above; returns the log file (None: no output folder, so the libraries' warnings
+    stay on the terminal, and their informational lines are dropped)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+    log_file = None
+    if out_dir is not None and not verbose:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        log_file = Path(out_dir) / LOG_FILE
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(to_file)
+    if not verbose:
+        terminal.addFilter(_KoqaOrSerious(log_file is None))
+        _quiet_libraries()
+    root.addHandler(terminal)
+    logging.captureWarnings(True)
+    _state.update(verbose=verbose, file=log_file)
+    return log_file
+
+
+class _KoqaOrSerious(logging.Filter):
+    """koqa's own records; of other loggers, errors (and warnings where there is no log file)."""
+
+    def __init__(self, keep_warnings: bool):
+        super().__init__()
+        self.threshold = logging.WARNING if keep_warnings else logging.ERROR
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "koqa" or record.name.startswith("koqa.") or record.levelno >= self.threshold
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and advisory banners of the Hugging Face libraries off (koqa logs its own progress)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's records then reach the handlers here
+
+
+def quiet() -> bool:
+    return not _state["verbose"]
+
+
+@contextlib.contextmanager
+def quiet_descriptors():
+    """While inside, file descriptors 1 and 2 write to the log file (child processes started here keep
+    writing there); without a log file, or with -v, nothing changes."""
+    log_file = _state["file"]
+    if log_file is None or _state["verbose"]:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
