@@ -19,6 +19,8 @@ from koqa.runs import Adapter, adapter_digest, locate_adapter
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 1024
+# a progress bar over the answers (koqa.api turns it on: a widget in notebooks); the command line logs lines
+PROGRESS_BAR = False
 
 
 def postprocess(raw: str, context: str, normalize, span: str) -> str:
@@ -153,6 +155,11 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
             len(prepared.records) - len(pending),
         )
         started = time.perf_counter()
+        bar = None
+        if PROGRESS_BAR:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pending), desc="answers", unit="q")
         try:
             for start in range(0, len(pending), config.chunk_size):
                 chunk = pending[start : start + config.chunk_size]
@@ -161,10 +168,14 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
                     params.passages = [r.context for r in chunk]
                 raw = generator.generate(prompts, params)
                 answers.append([(r.id, text) for r, text in zip(chunk, raw)])
+                if bar is not None:
+                    bar.update(len(chunk))
                 done = start + len(chunk)
                 rate = done / (time.perf_counter() - started)
                 log.info("answered %d/%d (%.2f questions/s)", done, len(pending), rate)
         finally:
+            if bar is not None:
+                bar.close()
             if owned:
                 generator.close()
         elapsed = time.perf_counter() - started
