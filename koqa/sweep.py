@@ -128,7 +128,10 @@ def variant_overrides(config: SweepConfig) -> list[tuple[str, dict]]:
 def plan(config: SweepConfig) -> list[Variant]:
     """Every variant's training settings, built and checked before anything is trained."""
     out = Path(config.out)
-    base_layers = [(config.base, read_config_file(config.base))] if config.base else []
+    # the sweep scores every variant itself: no scoring after training unless the settings ask for it
+    base_layers = [("sweep defaults", {"validation_limit": 0})]
+    if config.base:
+        base_layers.append((config.base, read_config_file(config.base)))
     base_layers.append(("sweep section 'sft'", config.sft))
     variants, problems = [], []
     for name, overrides in variant_overrides(config):

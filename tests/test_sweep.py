@@ -49,7 +49,9 @@ def test_variants_from_file_and_flags_grid_and_names(tmp_path):
         },
     )
     names = [name for name, _ in variant_overrides(config)]
-    assert [name for name, _ in variant_overrides(load(SweepConfig, flags={"out": "o", "data": "d"}))] == ["base"]
+    alone = load(SweepConfig, flags={"out": str(tmp_path / "o"), "data": "d"})
+    assert [name for name, _ in variant_overrides(alone)] == ["base"]
+    assert plan(alone)[0].train.validation_limit == 0  # the sweep scores the variants itself
     assert names[0] == "base" and names[1:3] == ["r8", "seed7"]
     # the file's grid and --vary make every combination: 2 x 2
     assert len(names) == 3 + 4 and "learning_rate=0.0001,lora_dropout=0.1" in names

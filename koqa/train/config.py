@@ -119,7 +119,7 @@ class TrainConfig:
         200, help="validation questions scored after training; 0 for none", check=NON_NEGATIVE
     )
     validation_batch_size: int = setting(
-        16, help="batch size of the validation scoring (after and during training)", check=POSITIVE
+        16, help="batch size of the validation scoring, after and during training", check=POSITIVE
     )
     eval_steps: int | None = setting(
         help="every N optimiser steps, score the validation questions (leaderboard F1 / EM) and keep the "
