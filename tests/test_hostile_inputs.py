@@ -274,7 +274,9 @@ def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_mo
     )
     assert tries > 4 and state != old
     assert (
-        set(state) == set(old) == {"generations.jsonl", "predictions.csv", "metrics.json", "report.md", "f1_hist.png"}
+        set(state)
+        == set(old)
+        == {"generations.jsonl", "predictions.csv", "metrics.json", "report.md", "f1_hist.png", "errors.csv"}
     )
 
 

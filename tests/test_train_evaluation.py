@@ -37,6 +37,8 @@ def test_scores_are_logged_the_best_kept_and_early_stopping_stops(tmp_path, tiny
     assert result.returncode == 0, result.stderr[-3000:]
     rows = eval_rows(run)
     assert [r["step"] for r in rows] == [2, 4, 6]  # best at 2, then two without improvement: stop
+    losses = [json.loads(x) for x in (run / "log.jsonl").read_text(encoding="utf-8").splitlines() if '"loss"' in x]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4, 5, 6]  # an evaluation takes no training row's place
     assert all(r["eval_questions"] == len(DACON_ROWS) and 0 <= r["eval_f1"] <= 1 for r in rows)
     summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert summary["global_step"] == 6 and summary["stopped_early"] is True

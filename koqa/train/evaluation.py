@@ -93,7 +93,9 @@ class F1Evaluation(TrainerCallback):
             return  # redone after --resume: the steps up to the best were evaluated already
         scores = self.evaluate(model)
         row = {"eval_f1": scores["f1"], "eval_exact_match": scores["exact_match"], **scores["cost"]}
+        logging_step = control.should_log
         Trainer.log(self.trainer, row)  # transformers' log, not TRL's: TRL's would flush its training metrics
+        control.should_log = logging_step  # the log event clears the flag; this step's loss row still comes
         if self.best_f1 is None or scores["f1"] > self.best_f1:
             self.best_f1, self.best_step, self.without_improvement = scores["f1"], state.global_step, 0
             save_best(self.run, model, self.tokenizer, state.global_step, scores)
