@@ -1,10 +1,12 @@
-# koqa in a notebook: each block below is one cell. Run as a script it does the same, end to end on
-# the embedded demo data (a few minutes on a laptop CPU):
+# koqa in a notebook: each block below is one cell. Run as a whole, end to end on the embedded demo
+# data (a few minutes on a laptop CPU), the way a notebook runs it:
 #
-#     .venv/bin/python docs/notebook_example.py
+#     .venv/bin/python -c "import runpy; runpy.run_path('docs/notebook_example.py')"
 #
-# In Colab or Kaggle: `pip install koqa` (see the README for vLLM), then the cells. Every keyword is a
-# setting of the matching command (`koqa sft --help` lists them), checked the same way.
+# (not `python docs/notebook_example.py`: vLLM starts its engine in a spawned process, which imports
+# the main script again and so would run the cells twice; a notebook has no script to import.)
+# In Colab or Kaggle: install koqa (see the README), then the cells. Every keyword is a setting of the
+# matching command (`koqa sft --help` lists them), checked the same way.
 
 # %%
 from koqa import api as kq

@@ -12,6 +12,8 @@ DataFrames.
 
 (They live in `koqa.api`, not on `koqa` itself: `koqa.preprocess` and `koqa.train` are the stages'
 modules.)
+In a script (not a notebook) keep the calls under `if __name__ == "__main__":`: vLLM starts its engine
+in a spawned process, which imports the main script again.
 
 Settings are keyword arguments named as in the config files (`max_steps`, `learning_rate`, ...), plus
 `config=` for a config file; they are checked exactly as the command line checks them (a wrong one
