@@ -24,7 +24,6 @@ notebook widget in Jupyter, through `tqdm.auto`); training shows the trainer's o
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +43,6 @@ def _as_setting(value: Any) -> Any:
     if isinstance(value, (Path, os.PathLike)) or hasattr(value, "path"):
         return str(getattr(value, "path", value))
     return value
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _frame(rows):
@@ -180,7 +175,7 @@ def evaluate(config=None, **settings) -> Evaluation:
         result = run(eval_config)
     finally:
         pipeline.PROGRESS_BAR = False
-    return Evaluation(Path(eval_config.out), result["metrics"] or _read_json(Path(eval_config.out) / "metrics.json"))
+    return Evaluation(Path(eval_config.out), result["metrics"])
 
 
 def score(config=None, **settings) -> dict:

@@ -210,15 +210,15 @@ def sweep(config: SweepConfig) -> dict:
 
 
 def tabulate(variants: list[Variant]) -> dict:
+    from koqa.atomic import read_json
     from koqa.eval.compare import compare_two, read_scored_rows
 
-    base_rows = read_scored_rows(variants[0].eval_dir)
+    scored = [read_scored_rows(variant.eval_dir) for variant in variants]
     rows = []
-    for variant in variants:
-        metrics = _read_json(variant.eval_dir / "metrics.json")
-        trained = _read_json(variant.run.metrics_file)
-        scored = read_scored_rows(variant.eval_dir)
-        paired = compare_two(base_rows, scored) if variant is not variants[0] else None
+    for variant, answers in zip(variants, scored):
+        metrics = read_json(variant.eval_dir / "metrics.json")
+        trained = read_json(variant.run.metrics_file)
+        paired = compare_two(scored[0], answers) if variant is not variants[0] else None
         rows.append(
             {
                 "variant": variant.name,
@@ -260,9 +260,3 @@ def sweep_markdown(rows: list[dict], variants: list[Variant]) -> str:
             f"{row['exact_match']:.4f} [{em_ci[0]:.3f}, {em_ci[1]:.3f}] | {delta} | {p} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))

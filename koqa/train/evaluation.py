@@ -6,8 +6,7 @@ post-processing and metric. `eval_backend` says how: `hf` generates in this proc
 weights; `vllm` (LoRA on a CPU) saves the adapter, merges it into a copy of the base model and
 serves that from a vLLM engine in a child process, which costs a merge and an engine start per
 evaluation and still answers faster there (docs/benchmarks.md); `auto` takes vllm where that holds.
-It logs
-`eval_f1` and `eval_exact_match` through the trainer's log (so log.jsonl, TensorBoard and the
+It logs `eval_f1` and `eval_exact_match` through the trainer's log (so log.jsonl, TensorBoard and the
 checkpoints' trainer_state.json all hold them), and saves the adapter to RUN/best/ when F1 beats
 every earlier evaluation. `early_stopping_patience: K` stops after K evaluations in a row without
 a better F1.
@@ -18,14 +17,13 @@ checkpoint's log history and the best score from RUN/best/, so a kill loses neit
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 
 from transformers import Trainer, TrainerCallback
 
-from koqa.atomic import write_json
+from koqa.atomic import read_json, write_json
 from koqa.runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -173,7 +171,7 @@ class F1Evaluation(TrainerCallback):
                 result = subprocess.run([sys.executable, "-m", "koqa.train.vllm_answers", str(folder / "spec.json")])
             if result.returncode:
                 raise RuntimeError(f"the vLLM evaluation child stopped with exit status {result.returncode}")
-            return json.loads((folder / "answers.json").read_text(encoding="utf-8"))
+            return read_json(folder / "answers.json")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -215,7 +213,7 @@ def read_best(run: RunFolder) -> dict | None:
     path = run.best_dir / BEST_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def f1_curve_png(run: RunFolder) -> None:

@@ -114,7 +114,7 @@ def finish(summary: dict, trainer, tokenizer, run: RunFolder, config: TrainConfi
         f1_curve_png(run)
         summary["best"] = read_best(run)
         summary["eval_backend"] = evaluation.backend
-        summary["stopped_early"] = bool(config.early_stopping_patience) and evaluation.stopped_early
+        summary["stopped_early"] = evaluation.stopped_early
     if data.validation and config.validation_limit:
         summary["validation"] = validate(trainer.model, tokenizer, run, config)
     write_json(run.metrics_file, summary)
