@@ -32,9 +32,8 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
     terminal.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     log_file = None
     if out_dir is not None and not verbose:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
         log_file = Path(out_dir) / LOG_FILE
-        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file = _FileOnFirstRecord(log_file)
         to_file.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(to_file)
     if not verbose:
@@ -44,6 +43,19 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
     logging.captureWarnings(True)
     _state.update(verbose=verbose, file=log_file)
     return log_file
+
+
+class _FileOnFirstRecord(logging.FileHandler):
+    """The log file, and its folder, made when the first record comes: a command refused before it
+    does anything leaves no folder behind."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        super().emit(record)
 
 
 class _KoqaOrSerious(logging.Filter):
@@ -80,6 +92,7 @@ def quiet_descriptors():
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     saved = [os.dup(1), os.dup(2)]
     target = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
