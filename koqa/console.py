@@ -39,6 +39,8 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
     if not verbose:
         terminal.addFilter(_KoqaOrSerious(log_file is None))
         _quiet_libraries()
+        if log_file is not None:
+            _route_transformers_logging()
     root.addHandler(terminal)
     logging.captureWarnings(True)
     _state.update(verbose=verbose, file=log_file)
@@ -76,6 +78,17 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's records then reach the handlers here
+
+
+def _route_transformers_logging() -> None:
+    """transformers logs through a handler of its own that writes to the terminal and does not pass
+    records on; hand its records to the handlers here instead."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
 
 
 def quiet() -> bool:
