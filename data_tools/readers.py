@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from koqa.data_tools.rows import add_rows, parse_answer_field, parse_columns
 from koqa.data_tools.validation import ON_BAD_ROW, ReadResult, RecordChecker, text_problem
 from koqa.errors import KoqaError
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FORMATS",
     "ON_BAD_ROW",
+    "parse_columns",
     "ReadResult",
     "read_records",
     "read_text",
@@ -31,7 +33,6 @@ __all__ = [
 ]
 DACON_TRAIN_COLUMNS = ("id", "context", "question", "answer")
 DACON_TEST_COLUMNS = ("id", "context", "question")
-FORMATS = ("auto", "dacon", "squad", "jsonl")
 # a CSV field may hold a whole passage; the csv module's default limit of 131,072 characters is not a rule of CSV
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -113,20 +114,6 @@ def load_json(text: str, file: str) -> object:
         raise KoqaError(str(exc), file=file) from None
 
 
-def _parse_answer_field(value: str) -> list[str]:
-    """An answer cell is plain text, or a JSON list of strings ("['a', 'b']" is parsed, never eval'd)."""
-    text = value.strip()
-    if len(text) >= 2 and text[0] == "[" and text[-1] == "]":
-        for candidate in (text, text.replace("'", '"')):
-            try:
-                parsed = json.loads(candidate)
-            except (json.JSONDecodeError, RecursionError):
-                continue
-            if isinstance(parsed, list) and parsed and all(isinstance(a, str) for a in parsed):
-                return parsed
-    return [value]
-
-
 def read_csv_rows(
     path: Path, encoding: str, required: tuple[str, ...], checker: RecordChecker | None = None
 ) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -188,24 +175,32 @@ def read_csv_rows(
 
 
 def read_dacon_csv(
-    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
+    path: str | Path,
+    *,
+    on_bad_row: str = "fail",
+    encoding: str = "auto",
+    check_span: bool = True,
+    columns: dict[str, str] | None = None,
 ) -> ReadResult:
-    """Read a Dacon `train.csv` (with `answer`) or `test.csv` (without)."""
+    """Read a Dacon `train.csv` (with `answer`) or `test.csv` (without); `columns` renames them."""
+    name = {"id": "id", "context": "context", "question": "question", "answers": "answer", "title": "title"}
+    name.update(columns or {})
     checker = RecordChecker(str(path), on_bad_row, check_span)
-    header, rows = read_csv_rows(Path(path), encoding, DACON_TEST_COLUMNS, checker)
-    has_answers = "answer" in header
+    header, rows = read_csv_rows(Path(path), encoding, tuple(name[f] for f in DACON_TEST_COLUMNS), checker)
+    answer = name["answers"]
+    has_answers = answer in header
     for line_no, row in rows:
-        if has_answers and text_problem(row["answer"]):
-            checker.bad(line_no, "answer", text_problem(row["answer"]))
+        if has_answers and text_problem(row[answer]):
+            checker.bad(line_no, answer, text_problem(row[answer]))
             continue
-        answers = _parse_answer_field(row["answer"]) if has_answers else []
         checker.add(
             line_no,
-            id=row["id"],
-            context=row["context"],
-            question=row["question"],
-            answers=answers,
-            answers_field="answer",
+            id=row[name["id"]],
+            context=row[name["context"]],
+            question=row[name["question"]],
+            answers=parse_answer_field(row[answer]) if has_answers else [],
+            title=row.get(name["title"], ""),
+            answers_field=answer,
         )
     return checker.finish()
 
@@ -223,7 +218,8 @@ def _squad_shape_error(file: str, row: str, what: str, field: str | None = None)
 def read_squad_json(
     path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
 ) -> ReadResult:
-    """Read SQuAD v1.1 / KorQuAD 1.0 JSON: data[].paragraphs[].qas[].answers[]."""
+    """Read SQuAD / KorQuAD JSON: data[].paragraphs[].qas[].answers[]; SQuAD 2.0's `is_impossible: true`
+    makes an unanswerable question (its `plausible_answers` are not answers)."""
     file = str(path)
     text = read_text(path, encoding)
     if not text.strip():
@@ -249,13 +245,6 @@ def read_squad_json(
                 if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
                     checker.bad(where, "answers", "not SQuAD JSON: answers must be a list of {text, answer_start}")
                     continue
-                if qa.get("is_impossible") is True:
-                    checker.bad(
-                        where,
-                        "is_impossible",
-                        "is an unanswerable (SQuAD 2.0) question; koqa reads answered questions only",
-                    )
-                    continue
                 rid = qa.get("id")
                 row = f"{where} (id {rid.strip()[:40]})" if isinstance(rid, str) and rid.strip() else where
                 checker.add(
@@ -266,66 +255,107 @@ def read_squad_json(
                     title=title,
                     answers=[a.get("text") for a in raw],
                     answer_starts=[a.get("answer_start") for a in raw],
+                    unanswerable=qa.get("is_impossible", False),
                 )
     return checker.finish()
 
 
-JSONL_FIELDS = ("id", "context", "question", "answers", "answer_starts")
+def _jsonl_rows(text: str, checker: RecordChecker):
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = parse_json(line)
+        except ValueError as exc:
+            checker.bad(f"line {number}", "line", str(exc))
+            continue
+        if isinstance(item, dict):
+            yield f"line {number}", item
+        else:
+            checker.bad(f"line {number}", "line", f"is a JSON {type(item).__name__}, not an object")
 
 
 def read_jsonl(
-    path: str | Path, *, on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
+    path: str | Path,
+    *,
+    on_bad_row: str = "fail",
+    encoding: str = "auto",
+    check_span: bool = True,
+    columns: dict[str, str] | None = None,
 ) -> ReadResult:
-    """Read koqa's JSONL (what `koqa preprocess` writes): one JSON object per line with id, context,
-    question and answers (a list, empty for test data); other keys are kept out of the record."""
+    """Read JSONL: one JSON object per line with id, context, question and answers (empty or absent for
+    test data), as `koqa preprocess` writes it or as `datasets` exports SQuAD-style sets."""
     file = str(path)
     text = read_text(path, encoding)
     if not text.strip():
         raise KoqaError("file is empty", file=file)
     checker = RecordChecker(file, on_bad_row, check_span)
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = f"line {number}"
-        try:
-            item = parse_json(line)
-        except ValueError as exc:
-            checker.bad(row, "line", str(exc))
-            continue
-        if not isinstance(item, dict):
-            checker.bad(row, "line", f"is a JSON {type(item).__name__}, not an object")
-            continue
-        title = item.get("title") if isinstance(item.get("title"), str) else ""
-        checker.add(
-            row,
-            id=item.get("id"),
-            context=item.get("context"),
-            question=item.get("question"),
-            answers=item.get("answers", []),
-            answer_starts=item.get("answer_starts"),
-            title=title,
-        )
-    return checker.finish()
+    return add_rows(checker, _jsonl_rows(text, checker), columns)
+
+
+def read_table(
+    path: str | Path,
+    *,
+    fmt: str,
+    on_bad_row: str = "fail",
+    check_span: bool = True,
+    columns: dict[str, str] | None = None,
+) -> ReadResult:
+    """Read a parquet or Arrow file, a `datasets` folder or a hub dataset (`hf:OWNER/NAME[:split]`)."""
+    from koqa.data_tools import tables
+
+    source = str(path)
+    if fmt == "hf" and tables.is_hub_id(source):
+        rows = tables.hub_rows(source)
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise KoqaError("file not found", file=source)
+        readers = {"parquet": tables.parquet_rows, "arrow": tables.arrow_rows, "hf": tables.folder_rows}
+        rows = readers[fmt](path)
+    return add_rows(RecordChecker(source, on_bad_row, check_span), rows, columns)
+
+
+TABLE_FORMATS = ("parquet", "arrow", "hf")
+FORMATS = ("auto", "dacon", "squad", "jsonl", *TABLE_FORMATS)
+SUFFIXES = {".csv": "dacon", ".json": "squad", ".jsonl": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 def detect_format(path: str | Path) -> str:
+    """The format of a source: `hf:` ids and folders are `datasets` data, files go by their extension."""
+    from koqa.data_tools.tables import is_hub_id
+
+    if is_hub_id(str(path)) or Path(path).is_dir():
+        return "hf"
     suffix = Path(path).suffix.lower()
-    formats = {".csv": "dacon", ".json": "squad", ".jsonl": "jsonl"}
-    if suffix not in formats:
+    if suffix not in SUFFIXES:
         raise KoqaError(
             f"cannot tell the format from the extension '{suffix}'",
             file=str(path),
-            fix="pass --format dacon, squad or jsonl",
+            fix=f"pass --format with one of {', '.join(FORMATS[1:])}",
         )
-    return formats[suffix]
+    return SUFFIXES[suffix]
 
 
 def read_records(
-    path: str | Path, *, fmt: str = "auto", on_bad_row: str = "fail", encoding: str = "auto", check_span: bool = True
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    on_bad_row: str = "fail",
+    encoding: str = "auto",
+    check_span: bool = True,
+    columns: list[str] | dict[str, str] | None = None,
 ) -> ReadResult:
-    """Read any supported file: Dacon CSV, SQuAD JSON, or a koqa-processed JSONL."""
-    readers = {"dacon": read_dacon_csv, "squad": read_squad_json, "jsonl": read_jsonl}
+    """Read any supported source: Dacon CSV, SQuAD JSON, JSONL, parquet, Arrow, a `datasets` folder or
+    a hub dataset (`hf:OWNER/NAME[:split]`); `columns` maps koqa's field names to the source's."""
+    mapping = parse_columns(columns)
     fmt = detect_format(path) if fmt == "auto" else fmt
-    if fmt not in readers:
-        raise KoqaError(f"unknown format '{fmt}'", file=str(path), fix="use auto, dacon, squad or jsonl")
-    return readers[fmt](path, on_bad_row=on_bad_row, encoding=encoding, check_span=check_span)
+    if fmt not in FORMATS:
+        raise KoqaError(f"unknown format '{fmt}'", file=str(path), fix=f"use one of {', '.join(FORMATS)}")
+    if fmt in TABLE_FORMATS:
+        return read_table(path, fmt=fmt, on_bad_row=on_bad_row, check_span=check_span, columns=mapping)
+    if fmt == "squad" and mapping:
+        raise KoqaError("--columns does not apply to SQuAD JSON (its keys are fixed)", file=str(path), field="columns")
+    readers = {"dacon": read_dacon_csv, "squad": read_squad_json, "jsonl": read_jsonl}
+    extra = {} if fmt == "squad" else {"columns": mapping}
+    return readers[fmt](path, on_bad_row=on_bad_row, encoding=encoding, check_span=check_span, **extra)

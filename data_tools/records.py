@@ -22,6 +22,12 @@ class QARecord:
     source: str = ""  # file the record came from
     row: str = ""  # where in that file: CSV line number or SQuAD JSON path
     title: str = ""
+    unanswerable: bool = False  # a SQuAD 2.0 question the context does not answer (its answers are empty)
+
+    @property
+    def has_gold(self) -> bool:
+        """Whether the record can be scored: it has answers, or is known to have none."""
+        return bool(self.answers) or self.unanswerable
 
     def first_answer_start(self) -> int:
         """Where the first gold answer starts in the context: its recorded offset, else found (-1: absent)."""

@@ -139,6 +139,7 @@ def build_stats(
         "records": len(records),
         "distinct_contexts": len({r.context for r in records}),
         "with_answers": int(sum(has_answers)),
+        "unanswerable": sum(r.unanswerable for r in records),
         "max_length": max_length,
         "prompts_over_max_length": int(sum(c.prompt_tokens > max_length for c in counts)),
         "answer_in_context_rate": (round(sum(answer_in_context) / sum(has_answers), 4) if any(has_answers) else None),
@@ -162,7 +163,8 @@ def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> st
         f"# {title}",
         "",
         f"- records: {stats['records']} ({stats['distinct_contexts']} distinct contexts, "
-        f"{stats['with_answers']} with answers)",
+        f"{stats['with_answers']} with answers"
+        + (f", {stats['unanswerable']} unanswerable)" if stats.get("unanswerable") else ")"),
         f"- prompts over max_length ({stats['max_length']} tokens): {stats['prompts_over_max_length']}"
         " (their context is shortened; instruction, question and answer cue are kept)",
     ]

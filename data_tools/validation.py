@@ -4,7 +4,8 @@ Whatever the file (Dacon CSV, SQuAD JSON, JSONL), a record has a non-empty id, c
 all of them text: no NaN, no NUL byte, no lone surrogate (text that cannot be written as UTF-8);
 ids are unique in a file; answers are non-empty text and, for training data, each one a span of its
 context. A file either has answers for every question or for none: a question without an answer
-among answered ones (an unanswerable SQuAD 2.0 question, say) is a bad row, never a test row.
+among answered ones is a bad row, never a test row, unless the file says it is unanswerable
+(SQuAD 2.0's `is_impossible`), which makes it a record with no answers that scores an empty prediction.
 
 A bad row names the file, the row (CSV line, JSON path or JSONL line) and the field. With
 ``on_bad_row="fail"`` (the default) the first one raises a `KoqaError`; with ``"skip"`` it is
@@ -81,6 +82,7 @@ class RecordChecker:
         answer_starts: object = None,
         title: str = "",
         answers_field: str = "answers",
+        unanswerable: object = False,
     ) -> QARecord | None:
         """The record of one row, or None (after reporting it) when the row breaks an invariant."""
         for name, value in (("id", id), ("context", context), ("question", question)):
@@ -94,6 +96,14 @@ class RecordChecker:
             return None
         if not isinstance(answers, (list, tuple)):
             self.bad(row, answers_field, f"is a JSON {type(answers).__name__}, not a list of answers")
+            return None
+        if unanswerable is None:
+            unanswerable = False
+        if not isinstance(unanswerable, bool):
+            self.bad(row, "is_impossible", f"is a {type(unanswerable).__name__}, not true or false")
+            return None
+        if unanswerable and answers:
+            self.bad(row, "is_impossible", "is true, but the question has answers", fix="empty its answers")
             return None
         for answer in answers:
             problem = text_problem(answer)
@@ -120,9 +130,10 @@ class RecordChecker:
             source=self.file,
             row=str(row),
             title=title,
+            unanswerable=unanswerable,
         )
         self.result.records.append(record)
-        if not answers:
+        if not answers and not unanswerable:
             self.unanswered.append((row, record))
         return record
 
@@ -140,13 +151,13 @@ class RecordChecker:
         """The result: all questions answered (training data), or none (test data)."""
         answered = len(self.result.records) - len(self.unanswered)
         if answered and self.unanswered:
-            self.result.records = [r for r in self.result.records if r.answers]
+            self.result.records = [r for r in self.result.records if r.has_gold]
             for row, _ in self.unanswered:
                 self.bad(
                     row,
                     "answers",
-                    "has no answer, while other questions in the file have answers (an unanswerable question?)",
-                    fix="give it an answer, or pass --on-bad-row skip",
+                    "has no answer, while other questions in the file have answers",
+                    fix="give it an answer; if it is unanswerable, mark it with is_impossible: true (SQuAD 2.0)",
                 )
         self.result.has_answers = answered > 0
         return self.result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koqa.config import POSITIVE, encoding_setting, setting
+from koqa.config import POSITIVE, columns_setting, encoding_setting, setting
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS
 from koqa.eval.backends import BACKEND_CHOICES
 from koqa.runs import CHECKPOINTS
@@ -38,6 +38,7 @@ class EvalConfig:
     max_length: int | None = setting(help="prompt token limit (default: the run's, else 1024)", check=POSITIVE)
     max_context_chars: int | None = setting(help="cut contexts to this many characters first", check=POSITIVE)
     max_new_tokens: int = setting(32, help="answer token limit", check=POSITIVE)
+    no_answer: str | None = setting(help="the answer that means 'no answer' (default: the run's, else 답 없음)")
     template: str | None = setting(help="prompt template (default: the adapter run's, else ko_instruct)")
     span: str = setting(
         "off",
@@ -57,6 +58,7 @@ class EvalConfig:
     )
     morphemes: bool = setting(False, help="token F1 over kiwipiepy morphemes")
     encoding: str = encoding_setting()
+    columns: list[str] = columns_setting()
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
     chunk_size: int = setting(64, help="answers are saved after every chunk of this many questions", check=POSITIVE)
     vllm_compile: bool = setting(False, help="torch.compile in the vLLM engine: faster generation, longer start-up")

@@ -65,8 +65,9 @@ def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dic
     for k, (member, adapter) in enumerate(zip(members, adapters), start=1):
         member_out = out / f"member-{k}"
         generated = generate_answers(member, member_out, config, generators[k - 1] if generators else None)
-        answers.append({r.id: postprocess(generated["raw"][r.id], r.context, normalize, "off") for r in records})
-        own = {r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span) for r in records}
+        raw, no_answer = generated["raw"], member.renderer.no_answer
+        answers.append({r.id: postprocess(raw[r.id], r.context, normalize, "off", no_answer) for r in records})
+        own = {r.id: postprocess(raw[r.id], r.context, normalize, config.span, no_answer) for r in records}
         scored = score_and_report(
             records, own, member_out, config, member.settings(config), {"backend": generated["backend"]}
         )
@@ -124,7 +125,7 @@ def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dic
         "scored": scored,
         "scoring_seconds": round(time.perf_counter() - started, 2) if scored else None,
     }
-    if all(r.answers for r in records):
+    if all(r.has_gold for r in records):
         # the best any choice among the candidates could do: how much room the members leave
         extra["oracle_f1"] = sum(max(score_one(c, r.answers)["f1"] for c in candidates[r.id]) for r in records) / len(
             records

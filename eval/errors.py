@@ -2,7 +2,8 @@
 
 Every answer that is not an exact match gets one class, tried in this order:
 
-    empty            no answer
+    empty            no answer to an answerable question
+    answered         an answer to an unanswerable (SQuAD 2.0) question
     number/unit      gold and prediction name quantities, and neither's quantities contain the
                      other's (1,300억 원 for 1,200억 원; 1,200억 for 1,200억 원: the unit is part of
                      the answer). A prediction that only adds or drops a whole quantity is not one.
@@ -15,7 +16,8 @@ Every answer that is not an exact match gets one class, tried in this order:
 
 Questions are typed by their first wh-word morpheme (누구, 언제, 어디, 얼마/몇, 무엇, 왜, 어떻게, else
 기타), answers by what their morphemes hold (a date, another quantity, a proper noun, a common noun
-phrase, else other). Each group's F1 and EM come with their bootstrap intervals.
+phrase, else other; an unanswerable question's type is "no answer"). Each group's F1 and EM come
+with their bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 
 from koqa.eval.metrics import char_f1, normalize_answer
 
-ERROR_CLASSES = ("empty", "number/unit", "boundary", "overlap", "other span", "not in passage")
+ERROR_CLASSES = ("empty", "answered", "number/unit", "boundary", "overlap", "other span", "not in passage")
 QUESTION_TYPES = {  # name: the wh-word morphemes that make it (kiwipiepy forms)
     "누구": ("누구",),
     "언제": ("언제",),
@@ -36,7 +38,7 @@ QUESTION_TYPES = {  # name: the wh-word morphemes that make it (kiwipiepy forms)
     "어떻게": ("어떻", "어떠", "어찌"),
 }
 OTHER_QUESTION = "기타"
-ANSWER_TYPES = ("date", "quantity", "proper noun", "noun phrase", "other")
+ANSWER_TYPES = ("date", "quantity", "proper noun", "noun phrase", "other", "no answer")
 DATE_UNITS = {"년", "월", "일", "시", "분", "초", "세기", "년대", "년도"}
 # what may differ between two spans of the same answer: particles, endings, copula, suffixes, punctuation
 FUNCTION_TAGS = ("J", "E", "VCP", "XS", "SF", "SP", "SS", "SE", "SO", "SW")
@@ -95,6 +97,8 @@ def _only_function_morphemes(text: str) -> bool:
 def classify_error(prediction: str, golds: Sequence[str], context: str) -> str:
     """The class (ERROR_CLASSES) of a prediction that is not an exact match of any gold answer,
     judged against the gold answer it scores best on."""
+    if not golds:
+        return "answered"
     if not normalize_answer(prediction):
         return "empty"
     gold = max(golds, key=lambda g: char_f1(prediction, g))
@@ -149,7 +153,7 @@ def analyse(records: Sequence, rows: Sequence[dict]) -> dict:
     for row in rows:
         record = by_id[row["id"]]
         row["question_type"] = question_type(record.question)
-        row["answer_type"] = answer_type(record.answers[0])
+        row["answer_type"] = answer_type(record.answers[0]) if record.answers else "no answer"
         row["error"] = "" if row["em"] == 1.0 else classify_error(row["prediction"], record.answers, record.context)
     wrong = [row for row in rows if row["error"]]
     return {

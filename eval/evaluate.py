@@ -28,7 +28,10 @@ def evaluate(config: EvalConfig, generator=None, generators: list | None = None)
     out = Path(config.out)
     generated = generate_answers(prepared, out, config, generator)
     normalize = build_normalizer(config.answer_normalization)
-    predictions = {r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span) for r in records}
+    no_answer = prepared.renderer.no_answer
+    predictions = {
+        r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span, no_answer) for r in records
+    }
     elapsed = generated["seconds"]
     extra = dict(
         backend=generated["backend"],

@@ -5,6 +5,9 @@ text is lower-cased, ASCII punctuation is deleted and whitespace collapsed.  Lea
 the harmonic mean of precision and recall over the multiset of non-space characters; every
 question scores its best gold answer; a dataset scores the mean, unanswered questions scoring 0.
 All scores are fractions in [0, 1].
+
+A question with no gold answer (unanswerable, SQuAD 2.0) scores as the SQuAD 2.0 script scores it:
+1 on every metric for a prediction that normalises to nothing, 0 for any other.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def best_over_gold(metric: Callable[[str, str], float], prediction: str, golds: 
 
 
 def score_one(prediction: str, golds: Sequence[str], *, morphemes: bool = False) -> dict[str, float]:
+    if not golds:  # unanswerable: only an empty prediction is right
+        return dict.fromkeys(("f1", "exact_match", "token_f1"), float(not normalize_answer(prediction or "")))
     tokenize = morpheme_tokens if morphemes else whitespace_tokens
     return {
         "f1": best_over_gold(char_f1, prediction, golds),

@@ -14,7 +14,9 @@ from koqa.errors import KoqaError
 from koqa.eval.answer_log import AnswerLog
 from koqa.eval.backends import GenerationParams, choose_backend, load_generator
 from koqa.eval.config import EvalConfig
+from koqa.eval.metrics import normalize_answer
 from koqa.eval.span import snap_to_span
+from koqa.prompting import NO_ANSWER
 from koqa.runs import Adapter, adapter_digest, locate_adapter
 
 log = logging.getLogger(__name__)
@@ -23,16 +25,20 @@ DEFAULT_MAX_LENGTH = 1024
 PROGRESS_BAR = False
 
 
-def postprocess(raw: str, context: str, normalize, span: str) -> str:
+def postprocess(raw: str, context: str, normalize, span: str, no_answer: str = NO_ANSWER) -> str:
+    """The final answer of a generated text: its first line, normalised; the no-answer text (what a model
+    trained on unanswerable questions says) becomes an empty answer."""
     answer = raw.strip().split("\n")[0].strip()
+    if no_answer and normalize_answer(answer) == normalize_answer(no_answer):
+        return ""
     answer = normalize(answer)
-    if span == "snap":
+    if span == "snap" and answer:
         answer = snap_to_span(answer, context)
     return answer
 
 
 def read_eval_records(config: EvalConfig) -> list:
-    result = read_records(config.data, encoding=config.encoding, check_span=False)
+    result = read_records(config.data, encoding=config.encoding, check_span=False, columns=config.columns)
     records = result.records
     if config.korquad_split:
         train, evaluation = korquad_article_split(records)
@@ -103,6 +109,7 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
         max_length=max_length,
         max_answer_tokens=config.max_new_tokens,
         max_context_chars=config.max_context_chars,
+        no_answer=config.no_answer or (info.no_answer if info else NO_ANSWER),
     )
     # the adapter by its weights, not only its folder: a run retrained in place must not reuse old answers
     fingerprint = {

@@ -81,7 +81,7 @@ def score_and_report(
     """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
     the F1 histogram, all replacing an earlier run's as one unit. Returns the metrics ({} without
     gold answers) and the rows."""
-    with_gold = all(r.answers for r in records)
+    with_gold = all(r.has_gold for r in records)
     metrics, analysis = {}, {}
     if with_gold:
         rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.config import encoding_setting, setting
+from koqa.config import columns_setting, encoding_setting, setting
 from koqa.errors import KoqaError
 from koqa.eval.metrics import score_one
 
@@ -80,7 +80,7 @@ def score_questions(
 ) -> tuple[list[dict], dict]:
     """(one row per question: id, question, prediction, gold answers and its scores; the means over
     every question). A question without a prediction scores 0."""
-    rows, totals = [], dict.fromkeys(METRICS, 0.0)
+    rows, totals, each = [], dict.fromkeys(METRICS, 0.0), []
     for r in records:
         prediction = predictions.get(r.id)
         row = {"id": r.id, "question": r.question, "prediction": prediction or "", "answer": " | ".join(r.answers)}
@@ -90,12 +90,19 @@ def score_questions(
             else dict.fromkeys(METRICS, 0.0)
         )
         row.update(f1=scores["f1"], em=scores["exact_match"])
+        each.append(scores)
         for key in METRICS:
             totals[key] += scores[key]
         rows.append(row)
     n = len(rows)
     means = {key: (totals[key] / n if n else 0.0) for key in METRICS}
     means["n"] = n
+    if any(r.unanswerable for r in records):  # SQuAD 2.0: answerable and unanswerable questions apart
+        for name, wanted in (("has_answer", False), ("no_answer", True)):
+            part = [scores for scores, r in zip(each, records) if r.unanswerable == wanted]
+            means[name] = {"n": len(part)} | {
+                key: (sum(scores[key] for scores in part) / len(part) if part else 0.0) for key in METRICS
+            }
     return rows, means
 
 
@@ -106,6 +113,7 @@ class ScoreConfig:
     out: str | None = setting(help="folder for metrics.json")
     morphemes: bool = setting(False, help="token F1 over kiwipiepy morphemes")
     encoding: str = encoding_setting()
+    columns: list[str] = columns_setting()
 
 
 def score(config: ScoreConfig) -> dict:
@@ -114,7 +122,7 @@ def score(config: ScoreConfig) -> dict:
     from koqa.data_tools.predictions import read_predictions
     from koqa.data_tools.readers import read_records
 
-    gold = read_records(config.gold, encoding=config.encoding, check_span=False)
+    gold = read_records(config.gold, encoding=config.encoding, check_span=False, columns=config.columns)
     if not gold.has_answers:
         raise KoqaError("has no gold answers", file=config.gold, fix="pass a train.csv-style file or SQuAD JSON")
     predictions = read_predictions(config.pred, encoding=config.encoding)

@@ -85,6 +85,15 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def columns_setting() -> Any:
+    """The column-mapping setting of every command that reads questions."""
+    return setting(
+        [],
+        help="FIELD=COLUMN,...: the source's names for id, context, question, answers, title "
+        "(e.g. id=guid,context=passage)",
+    )
+
+
 def encoding_setting() -> Any:
     """The input encoding setting that every command reading text files takes."""
     return setting(

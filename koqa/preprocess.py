@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
-from koqa.config import BELOW_ONE, POSITIVE, check, encoding_setting, setting
+from koqa.config import BELOW_ONE, POSITIVE, check, columns_setting, encoding_setting, setting
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
 from koqa.data_tools.records import BadRow, QARecord, write_jsonl
@@ -40,6 +40,7 @@ class PreprocessConfig:
     out: str | None = setting(help="output folder", required=True)
     format: str = setting("auto", help="input format", choices=FORMATS)
     encoding: str = encoding_setting()
+    columns: list[str] = columns_setting()
     on_bad_row: str = setting(
         "fail", choices=ON_BAD_ROW, help="fail on the first bad row, or exclude bad rows and list them in rejected.csv"
     )
@@ -106,7 +107,9 @@ def preprocess(config: PreprocessConfig) -> dict:
     bad_rows: list[BadRow] = []
     has_answers = True
     for path in inputs:
-        result = read_records(path, fmt=config.format, on_bad_row=config.on_bad_row, encoding=config.encoding)
+        result = read_records(
+            path, fmt=config.format, on_bad_row=config.on_bad_row, encoding=config.encoding, columns=config.columns
+        )
         records += result.records
         bad_rows += result.bad_rows
         has_answers = has_answers and result.has_answers

@@ -19,6 +19,8 @@ from pathlib import Path
 from koqa.errors import KoqaError
 
 DEFAULT_TEMPLATE = "ko_instruct"
+# what a model learns to answer an unanswerable (SQuAD 2.0) question; `koqa eval` reads it as no answer
+NO_ANSWER = "답 없음"
 _CONTEXT_MARK = "\u0000CONTEXT\u0000"
 
 
@@ -77,8 +79,10 @@ class PromptRenderer:
         max_length: int = 1024,
         max_answer_tokens: int = 32,
         max_context_chars: int | None = None,
+        no_answer: str = NO_ANSWER,
     ):
         self.tokenizer = tokenizer
+        self.no_answer = no_answer
         self.template = template
         self.max_length = max_length
         self.max_answer_tokens = max_answer_tokens
@@ -164,6 +168,13 @@ class PromptRenderer:
         elif answer_start is not None and answer_start < 0:
             in_window = False
         return RenderedPrompt(ids=before + ctx + after, context_cut=cut, answer_in_window=in_window)
+
+    def target(self, record) -> tuple[str, int | None]:
+        """(the answer a model is trained to give, where it starts in the context): the first gold
+        answer, or the no-answer text for an unanswerable question (None: the context's head is kept)."""
+        if record.unanswerable:
+            return self.no_answer, None
+        return record.answers[0], record.first_answer_start()
 
     def answer_ids(self, answer: str) -> list[int]:
         ids = self.tokenizer(answer, add_special_tokens=False).input_ids[: self.max_answer_tokens - 1]

@@ -29,6 +29,7 @@ from typing import Any
 
 from koqa.atomic import write_json, write_text
 from koqa.errors import KoqaError
+from koqa.prompting import NO_ANSWER
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RunInfo:
     counterfactual: dict | None = None
     synthetic: dict | None = None
     best: dict | None = None  # with eval_steps: the step, F1 and EM of RUN/best/
+    no_answer: str = NO_ANSWER  # what the adapter answers to an unanswerable question
 
     def to_json(self) -> dict[str, Any]:
         return {

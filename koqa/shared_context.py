@@ -54,9 +54,11 @@ def shared_context_examples(records, renderer, max_questions: int = 8) -> tuple[
         ctx, offsets = enc.input_ids, enc["offset_mapping"]
         items = []  # (first, last, budget, after ids, answer ids, record)
         for r in group:
-            answer = r.answers[0]
-            start = r.first_answer_start()
-            span = _answer_token_span(offsets, start, len(answer)) if start >= 0 else None
+            answer, start = renderer.target(r)
+            if start is None:  # unanswerable: any window of the context will do; the head is first
+                span = (0, 0)
+            else:
+                span = _answer_token_span(offsets, start, len(answer)) if start >= 0 else None
             if span is None:
                 excluded.append({"id": r.id, "reason": "answer not found in the context"})
                 continue

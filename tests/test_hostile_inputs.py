@@ -94,7 +94,8 @@ def _qa(qid="q1", question="수도는?", answers=({"text": "서울", "answer_sta
     "qas, message",
     [
         ([_qa(), _qa("q2", answers=())], r"qas\[1\] \(id q2\): field 'answers': has no answer, while other"),
-        ([_qa(), _qa("q2", answers=(), is_impossible=True)], "field 'is_impossible': is an unanswerable"),
+        ([_qa(), _qa("q2", is_impossible=True)], "field 'is_impossible': is true, but the question has answers"),
+        ([_qa(), _qa("q2", answers=(), is_impossible="yes")], "field 'is_impossible': is a str, not true or false"),
         ([_qa(qid=None)], r"qas\[0\]: field 'id': is missing"),
         ([_qa(qid=12)], r"qas\[0\]: field 'id': is a JSON int, not text"),
         ([_qa(question="수도\ud800는?")], "field 'question': contains a lone surrogate"),

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koqa.config import AT_LEAST_ONE, BELOW_ONE, FRACTION, NON_NEGATIVE, POSITIVE, STEPS_OR_NO_LIMIT, setting
+from koqa.config import (
+    AT_LEAST_ONE,
+    BELOW_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    STEPS_OR_NO_LIMIT,
+    columns_setting,
+    encoding_setting,
+    setting,
+)
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
+from koqa.prompting import NO_ANSWER
 from koqa.runtime import DTYPES
 from koqa.train.methods import METHODS
 
@@ -52,6 +63,10 @@ class TrainConfig:
         1200, help="one-question training contexts are cut around the answer to this many characters", check=POSITIVE
     )
     max_answer_tokens: int = setting(32, help="answer token limit", check=POSITIVE)
+    no_answer: str = setting(
+        NO_ANSWER,
+        help="the answer trained for an unanswerable (SQuAD 2.0) question; koqa eval reads it as no answer",
+    )
     eval_max_length: int = setting(
         1024, help="the prompt limit `koqa eval` uses for this run's adapter", check=POSITIVE
     )
@@ -115,6 +130,8 @@ class TrainConfig:
     # data
     data_format: str = setting("auto", help="input format", choices=FORMATS)
     on_bad_row: str = setting("fail", help="fail on the first bad row, or exclude bad rows", choices=ON_BAD_ROW)
+    columns: list[str] = columns_setting()
+    encoding: str = encoding_setting()
     validation_limit: int = setting(
         200, help="validation questions scored after training; 0 for none", check=NON_NEGATIVE
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.records import QARecord
+from koqa.data_tools.tables import is_datasets_folder
 from koqa.errors import KoqaError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class TrainingData:
 def read_training_records(config) -> tuple[list[QARecord], list[QARecord]]:
     """(training records, validation records) from --data (a file or a `koqa preprocess` folder)."""
     path, validation = Path(config.data), config.validation
-    if path.is_dir():
+    if path.is_dir() and not is_datasets_folder(path):
         train_file = path / "train.jsonl"
         if not train_file.is_file():
             raise KoqaError(
@@ -38,12 +39,15 @@ def read_training_records(config) -> tuple[list[QARecord], list[QARecord]]:
         if not validation and (path / "validation.jsonl").is_file():
             validation = str(path / "validation.jsonl")
         path = train_file
-    result = read_records(path, fmt=config.data_format, on_bad_row=config.on_bad_row)
+    if str(config.data).startswith("hf:"):
+        path = config.data
+    read = {"on_bad_row": config.on_bad_row, "columns": config.columns, "encoding": config.encoding}
+    result = read_records(path, fmt=config.data_format, **read)
     if not result.has_answers:
         raise KoqaError("training data has no answers", file=str(path), field="answer")
     for bad in result.bad_rows:
         log.warning("excluded %s", bad)
-    val = read_records(validation, on_bad_row=config.on_bad_row).records if validation else []
+    val = read_records(validation, **read).records if validation else []
     return result.records, val
 
 
@@ -94,7 +98,7 @@ def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[
     """One tokenized example (input_ids, completion_mask) per record, and the records excluded, with why."""
     examples, excluded = [], []
     for r in records:
-        answer, start = r.answers[0], r.first_answer_start()
+        answer, start = renderer.target(r)
         prompt = renderer.render(r.context, r.question, answer_start=start, answer_len=len(answer))
         if not prompt.answer_in_window:
             excluded.append({"id": r.id, "reason": "answer not in the context window kept under max_length"})

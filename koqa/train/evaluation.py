@@ -53,6 +53,7 @@ class F1Evaluation(TrainerCallback):
         self.every, self.patience = every, patience
         self.model_path, self.backend = model_path, backend
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.renderer = renderer
         self.prompts = [renderer.render(r.context, r.question).ids for r in records]
         self.normalize = build_normalizer()
         self.trainer = None
@@ -122,7 +123,10 @@ class F1Evaluation(TrainerCallback):
 
         started = time.perf_counter()
         raw = self.answers_vllm(model) if self.backend == "vllm" else self.answers_in_process(model)
-        predictions = {r.id: postprocess(text, r.context, self.normalize, "off") for r, text in zip(self.records, raw)}
+        predictions = {
+            r.id: postprocess(text, r.context, self.normalize, "off", self.renderer.no_answer)
+            for r, text in zip(self.records, raw)
+        }
         _, metrics = score_questions(self.records, predictions)
         seconds = time.perf_counter() - started
         return {

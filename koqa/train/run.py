@@ -135,6 +135,7 @@ def load_tokenizer(model_path: str, template, config: TrainConfig):
         max_length=config.max_length,
         max_answer_tokens=config.max_answer_tokens,
         max_context_chars=config.max_context_chars,
+        no_answer=config.no_answer,
     )
     return tokenizer, renderer
 
@@ -153,7 +154,9 @@ def f1_evaluation(config: TrainConfig, run: RunFolder, template, tokenizer, vali
     from koqa.prompting import PromptRenderer
     from koqa.train.evaluation import F1Evaluation, pick_eval_backend
 
-    renderer = PromptRenderer(tokenizer, template, max_length=config.eval_max_length, max_answer_tokens=32)
+    renderer = PromptRenderer(
+        tokenizer, template, max_length=config.eval_max_length, max_answer_tokens=32, no_answer=config.no_answer
+    )
     return F1Evaluation(
         run,
         validation[: config.eval_limit],
@@ -175,6 +178,7 @@ def describe_run(config: TrainConfig, model_path: str, template, data) -> RunInf
         template=template.name,
         max_length=config.eval_max_length,
         train_max_length=config.max_length,
+        no_answer=config.no_answer,
         seed=config.seed,
         versions=package_versions(),
         train_examples=len(data.examples),

@@ -1,0 +1,207 @@
+"""Data where users keep it: `datasets` folders, parquet, Arrow, JSONL with nested answers, hub ids,
+column mappings, and SQuAD 2.0 files with unanswerable questions, read through the same checks as
+every other format and run through preprocess → sft → eval → score."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DACON_ROWS, TINY_TRAINING
+from koqa.data_tools.readers import read_records
+from koqa.errors import KoqaError
+
+datasets = pytest.importorskip("datasets")
+
+UNANSWERABLE = [
+    ("NOANS_000", DACON_ROWS[0][1], "한빛전자의 대표이사는 누구인가?"),
+    ("NOANS_001", DACON_ROWS[2][1], "한국은행 총재의 임기는 언제 끝나는가?"),
+]
+
+
+def squad_answers(row):
+    """The `datasets` (squad_kor_v1) form of a Dacon row's answer."""
+    return {"text": [row[3]], "answer_start": [row[1].index(row[3])]}
+
+
+def hf_rows(names=("id", "context", "question", "answers")):
+    return {
+        names[0]: [r[0] for r in DACON_ROWS],
+        names[1]: [r[1] for r in DACON_ROWS],
+        names[2]: [r[2] for r in DACON_ROWS],
+        names[3]: [squad_answers(r) for r in DACON_ROWS],
+    }
+
+
+def squad2_file(path):
+    paragraphs = {}
+    for rid, context, question, answer in DACON_ROWS:
+        qa = {"id": rid, "question": question, "is_impossible": False}
+        qa["answers"] = [{"text": answer, "answer_start": context.index(answer)}]
+        paragraphs.setdefault(context, []).append(qa)
+    for rid, context, question in UNANSWERABLE:
+        qa = {"id": rid, "question": question, "is_impossible": True, "answers": []}
+        qa["plausible_answers"] = [{"text": "한빛전자", "answer_start": 0}]
+        paragraphs.setdefault(context, []).append(qa)
+    doc = {
+        "version": "v2.0",
+        "data": [{"title": "t", "paragraphs": [{"context": c, "qas": q} for c, q in paragraphs.items()]}],
+    }
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def make_source(kind, tmp_path):
+    if kind == "folder":
+        datasets.Dataset.from_dict(hf_rows()).save_to_disk(str(tmp_path / "ds"))
+        return tmp_path / "ds"
+    if kind == "parquet":  # a set with its own column names, mapped with --columns
+        datasets.Dataset.from_dict(hf_rows(("guid", "passage", "query", "label"))).to_parquet(tmp_path / "d.parquet")
+        return tmp_path / "d.parquet"
+    return squad2_file(tmp_path / "squad2.json")
+
+
+COLUMNS = {"parquet": ["--columns", "id=guid,context=passage,question=query,answers=label"]}
+
+
+def expected_answers():
+    return {r[0]: [r[3]] for r in DACON_ROWS}
+
+
+@pytest.mark.parametrize("kind", ["folder", "parquet", "squad2"])
+def test_each_source_reads_into_the_same_records(tmp_path, kind):
+    source = make_source(kind, tmp_path)
+    columns = COLUMNS.get(kind, ["", ""])[1].split(",") if kind in COLUMNS else None
+    result = read_records(source, columns=columns)
+    got = {r.id: r.answers for r in result.records}
+    expected = expected_answers()
+    if kind == "squad2":
+        expected.update({rid: [] for rid, _, _ in UNANSWERABLE})
+    assert got == expected and result.has_answers and not result.bad_rows
+    for r in result.records:
+        assert r.unanswerable == r.id.startswith("NOANS")
+        if r.answers:  # offsets taken from the source and right
+            assert r.context[r.answer_starts[0] :].startswith(r.answers[0])
+
+
+def test_arrow_files_and_jsonl_with_nested_answers(tmp_path):
+    import pyarrow
+
+    table = pyarrow.Table.from_pydict(hf_rows())
+    with pyarrow.OSFile(str(tmp_path / "d.arrow"), "wb") as sink, pyarrow.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    with pyarrow.OSFile(str(tmp_path / "f.arrow"), "wb") as sink, pyarrow.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    datasets.Dataset.from_dict(hf_rows()).to_json(tmp_path / "d.jsonl", force_ascii=False)
+    for name in ("d.arrow", "f.arrow", "d.jsonl"):
+        records = read_records(tmp_path / name).records
+        assert {r.id: r.answers for r in records} == expected_answers(), name
+
+
+def test_a_dataset_dict_folder_names_its_splits(tmp_path):
+    one = datasets.Dataset.from_dict(hf_rows())
+    datasets.DatasetDict(train=one, validation=one).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(KoqaError, match=r"holds several splits \(it has train, validation\).*dd/train"):
+        read_records(tmp_path / "dd")
+    assert len(read_records(tmp_path / "dd" / "validation").records) == len(DACON_ROWS)
+
+
+def test_a_bad_row_in_a_dataset_is_named_by_file_row_and_field(tmp_path):
+    rows = hf_rows()
+    rows["answers"][3] = {"text": ["없는 답"], "answer_start": [0]}
+    datasets.Dataset.from_dict(rows).to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(KoqaError, match=r"d.parquet: row row 3: field 'answers': answer '없는 답' does not occur"):
+        read_records(tmp_path / "d.parquet")
+    skipped = read_records(tmp_path / "d.parquet", on_bad_row="skip")
+    assert len(skipped.records) == len(DACON_ROWS) - 1 and skipped.bad_rows[0].row == "row 3"
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        (["id=guid", "answer=label"], "FIELD one of id, context, question, answers, title, is_impossible"),
+        (["id="], "--columns takes FIELD=COLUMN pairs"),
+        (["id=nope"], r"has no column nope \(for id\)"),
+    ],
+)
+def test_column_mappings_are_checked(tmp_path, columns, message):
+    datasets.Dataset.from_dict(hf_rows(("guid", "context", "question", "label"))).to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(KoqaError, match=message):
+        read_records(tmp_path / "d.parquet", columns=columns)
+
+
+def test_unreadable_columnar_files_are_errors_not_tracebacks(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "x.arrow").write_bytes(b"not arrow either")
+    (tmp_path / "folder").mkdir()
+    for name, message in (
+        ("x.parquet", "not a readable parquet"),
+        ("x.arrow", "not a readable Arrow"),
+        ("folder", "not one written by datasets"),
+    ):
+        with pytest.raises(KoqaError, match=message):
+            read_records(tmp_path / name)
+
+
+def test_a_hub_id_missing_offline_says_how_to_fetch_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code = (
+        "from koqa.data_tools.readers import read_records\n"
+        "from koqa.errors import KoqaError\n"
+        "try:\n    read_records('hf:nobody/no-such-set:train')\n"
+        "except KoqaError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "dataset 'nobody/no-such-set' was not found in the local hub cache (offline)" in out
+    assert "datasets.load_dataset('nobody/no-such-set')" in out
+
+
+def test_a_hub_id_goes_through_load_dataset_with_its_split(monkeypatch):
+    calls = []
+
+    def load_dataset(name, split=None):
+        calls.append((name, split))
+        return datasets.Dataset.from_dict(hf_rows())
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    records = read_records("hf:KorQuAD/squad_kor_v1:validation").records
+    assert calls == [("KorQuAD/squad_kor_v1", "validation")] and len(records) == len(DACON_ROWS)
+    with pytest.raises(KoqaError, match="not a hub dataset id"):
+        read_records("hf:/broken")
+
+
+def koqa(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "koqa.cli", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.mark.parametrize("kind", ["folder", "parquet", "squad2"])
+def test_preprocess_sft_eval_score_on_each_source(tmp_path, tiny_model_dir, kind):
+    source = make_source(kind, tmp_path)
+    columns = COLUMNS.get(kind, [])
+    pp, run, ev = tmp_path / "pp", tmp_path / "run", tmp_path / "ev"
+    steps = [
+        ["preprocess", source, "--out", pp, "--model", tiny_model_dir, "--validation-fraction", "0.3", *columns],
+        ["sft", "--data", pp, "--out", run, "--model", tiny_model_dir, "--max-steps", "2", *TINY_TRAINING],
+        ["eval", "--data", source, "--adapter", run, "--out", ev, "--backend", "hf", *columns],
+        ["score", "--gold", source, "--pred", ev / "predictions.csv", "--out", tmp_path / "sc", *columns],
+    ]
+    for step in steps:
+        result = koqa(*step)
+        assert result.returncode == 0, (step[0], result.stderr[-3000:])
+    stats = json.loads((pp / "stats.json").read_text(encoding="utf-8"))
+    n = len(DACON_ROWS) + (len(UNANSWERABLE) if kind == "squad2" else 0)
+    assert stats["records"] == n and stats["unanswerable"] == (2 if kind == "squad2" else 0)
+    metrics = json.loads((ev / "metrics.json").read_text(encoding="utf-8"))
+    scored = json.loads((tmp_path / "sc" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["n"] == scored["n"] == n and scored["f1"] == pytest.approx(metrics["f1"])
+    if kind == "squad2":
+        assert metrics["no_answer"]["n"] == 2 and metrics["has_answer"]["n"] == len(DACON_ROWS)
+        weighted = (2 * metrics["no_answer"]["f1"] + len(DACON_ROWS) * metrics["has_answer"]["f1"]) / n
+        assert metrics["f1"] == pytest.approx(weighted)
+    else:
+        assert "no_answer" not in metrics
