@@ -44,9 +44,15 @@ def write_report(
         f"- exact match: {metrics['exact_match']:.4f} ({metrics['exact_match']:.2%}), 95% interval "
         f"[{metrics['exact_match_ci95'][0]:.4f}, {metrics['exact_match_ci95'][1]:.4f}]",
         f"- token F1: {metrics['token_f1']:.4f}",
-        "",
     ]
-    lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
+    for key, name in (("has_answer", "answerable (HasAns)"), ("no_answer", "unanswerable (NoAns)")):
+        if key in metrics:  # SQuAD 2.0 data
+            part = metrics[key]
+            lines.append(
+                f"- {name}: {part['n']} questions, leaderboard F1 {part['f1']:.4f}, "
+                f"exact match {part['exact_match']:.4f}, token F1 {part['token_f1']:.4f}"
+            )
+    lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
     lines += report_lines(analysis, metrics["n"])
     lines += [
         f"## The {worst} worst answers",

@@ -3,12 +3,13 @@ column mappings, and SQuAD 2.0 files with unanswerable questions, read through t
 every other format and run through preprocess → sft → eval → score."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import DACON_ROWS, TINY_TRAINING
+from conftest import DACON_ROWS, REPO, TINY_TRAINING
 from koqa.data_tools.readers import read_records
 from koqa.errors import KoqaError
 
@@ -199,9 +200,66 @@ def test_preprocess_sft_eval_score_on_each_source(tmp_path, tiny_model_dir, kind
     metrics = json.loads((ev / "metrics.json").read_text(encoding="utf-8"))
     scored = json.loads((tmp_path / "sc" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["n"] == scored["n"] == n and scored["f1"] == pytest.approx(metrics["f1"])
+    assert ("unanswerable (NoAns): 2 questions" in (ev / "report.md").read_text(encoding="utf-8")) == (
+        kind == "squad2"
+    )
     if kind == "squad2":
         assert metrics["no_answer"]["n"] == 2 and metrics["has_answer"]["n"] == len(DACON_ROWS)
         weighted = (2 * metrics["no_answer"]["f1"] + len(DACON_ROWS) * metrics["has_answer"]["f1"]) / n
         assert metrics["f1"] == pytest.approx(weighted)
     else:
         assert "no_answer" not in metrics
+
+
+def test_unanswerable_questions_score_as_squad2_does():
+    from koqa.data_tools.records import QARecord
+    from koqa.eval.metrics import score_one
+    from koqa.eval.scoring import score_questions
+
+    assert score_one("", []) == {"f1": 1.0, "exact_match": 1.0, "token_f1": 1.0}
+    assert score_one(" . ", [])["f1"] == 1.0  # nothing left after normalisation is no answer
+    assert score_one("서울", []) == {"f1": 0.0, "exact_match": 0.0, "token_f1": 0.0}
+    assert score_one("", ["서울"])["f1"] == 0.0
+    records = [
+        QARecord("a", "서울은 수도다.", "수도는?", ["서울"]),
+        QARecord("b", "서울은 수도다.", "인구는?", unanswerable=True),
+        QARecord("c", "서울은 수도다.", "면적은?", unanswerable=True),
+    ]
+    _, means = score_questions(records, {"a": "서울", "b": "", "c": "서울"})
+    assert means["has_answer"] == {"n": 1, "f1": 1.0, "exact_match": 1.0, "token_f1": 1.0}
+    assert means["no_answer"] == {"n": 2, "f1": 0.5, "exact_match": 0.5, "token_f1": 0.5}
+    assert means["f1"] == pytest.approx(2 / 3)
+
+
+def test_an_unanswerable_question_trains_on_the_no_answer_text_and_reads_back_empty(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from koqa.data_tools.records import QARecord
+    from koqa.eval.pipeline import postprocess
+    from koqa.prompting import NO_ANSWER, PromptRenderer, PromptTemplate
+    from koqa.train.data import build_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"), max_length=256, no_answer="없음")
+    record = QARecord("n", DACON_ROWS[0][1], "대표이사는?", unanswerable=True)
+    (example,), excluded = build_examples([record], renderer)
+    target = [t for t, m in zip(example["input_ids"], example["completion_mask"]) if m]
+    assert not excluded and target == renderer.answer_ids("없음")
+    assert postprocess(" 없음\n", record.context, str.strip, "snap", "없음") == ""
+    assert postprocess(NO_ANSWER, record.context, str.strip, "off") == ""
+    assert postprocess("한빛전자", record.context, str.strip, "off", "없음") == "한빛전자"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KOQA_SQUAD2_EVAL"),
+    reason="KOQA_SQUAD2_EVAL names no copy of the official SQuAD 2.0 evaluate.py (see bench/squad2_agreement.py)",
+)
+def test_squad2_scores_agree_with_the_official_script():
+    script = [
+        sys.executable,
+        str(REPO / "bench" / "squad2_agreement.py"),
+        "--official",
+        os.environ["KOQA_SQUAD2_EVAL"],
+    ]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
