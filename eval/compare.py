@@ -18,6 +18,7 @@ from pathlib import Path
 
 from koqa.config import NON_NEGATIVE, POSITIVE, setting
 from koqa.errors import KoqaError
+from koqa.trackers import missing_packages, report_to_setting
 
 RESAMPLES = 2000
 SEED = 0
@@ -168,8 +169,13 @@ class CompareConfig:
     resamples: int = setting(RESAMPLES, help="bootstrap and permutation resamples", check=POSITIVE)
     seed: int = setting(SEED, help="seed of the resampling", check=NON_NEGATIVE)
 
+    report_to: list[str] = report_to_setting("the differences and their intervals (a run in --out)")
+
     def problems(self) -> list[tuple[str, str]]:
-        return [] if len(self.runs) >= 2 else [("runs", "compare needs two runs or more")]
+        found = missing_packages(self.report_to)
+        if self.report_to and not self.out:
+            found.append(("report_to", "a tracker run is kept in --out: pass --out"))
+        return found + ([] if len(self.runs) >= 2 else [("runs", "compare needs two runs or more")])
 
 
 def _fmt(value: float) -> str:
@@ -228,4 +234,9 @@ def compare(config: CompareConfig) -> dict:
     if config.out:
         write_json(Path(config.out) / "compare.json", {k: v for k, v in result.items() if k != "markdown"})
         write_text(Path(config.out) / "compare.md", result["markdown"])
+    if config.report_to:
+        from koqa.trackers import log_scores
+
+        table = {Path(row["run"]).name: {k: v for k, v in row.items() if k != "run"} for row in result["runs"]}
+        log_scores(config.report_to, {"base": result["base"], **table}, Path(config.out), prefix="compare")
     return result

@@ -9,6 +9,7 @@ from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS
 from koqa.eval.backends import BACKEND_CHOICES
 from koqa.runs import CHECKPOINTS
 from koqa.runtime import DTYPES
+from koqa.trackers import missing_packages, report_to_setting
 
 SPAN_MODES = ("off", "snap", "constrain")
 KORQUAD_SPLITS = ("train", "eval")
@@ -63,7 +64,10 @@ class EvalConfig:
     chunk_size: int = setting(64, help="answers are saved after every chunk of this many questions", check=POSITIVE)
     vllm_compile: bool = setting(False, help="torch.compile in the vLLM engine: faster generation, longer start-up")
 
+    report_to: list[str] = report_to_setting("the scores (into the adapter's training run where it used one)")
+
     def problems(self) -> list[tuple[str, str]]:
+        found = missing_packages(self.report_to)
         if len(set(self.adapter)) != len(self.adapter):
-            return [("adapter", "the same adapter is named twice (name each run once)")]
-        return []
+            found.append(("adapter", "the same adapter is named twice (name each run once)"))
+        return found

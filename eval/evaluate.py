@@ -41,5 +41,10 @@ def evaluate(config: EvalConfig, generator=None, generators: list | None = None)
     )
     settings = {**prepared.settings(config), "answer_normalization": ",".join(config.answer_normalization)}
     result = score_and_report(records, predictions, out, config, settings, extra)
+    if config.report_to and result["metrics"]:
+        from koqa.trackers import log_scores
+
+        run = prepared.adapter.run.path if prepared.adapter and prepared.adapter.run else None
+        log_scores(config.report_to, result["metrics"], out, prefix="eval", joined_run=run)
     result["raw"] = generated["raw"]
     return result

@@ -78,6 +78,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's records then reach the handlers here
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banners; its warnings still reach the log
 
 
 def _route_transformers_logging() -> None:

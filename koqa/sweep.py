@@ -30,6 +30,7 @@ from koqa.config import POSITIVE, build, read_config_file, setting, to_dict
 from koqa.errors import KoqaError
 from koqa.eval.config import EvalConfig
 from koqa.runs import RunFolder
+from koqa.trackers import report_to_setting
 from koqa.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class SweepConfig:
     eval: dict = setting({}, section=EvalConfig, cli=False, help="`koqa eval` settings of the scoring")
     variants: dict = setting({}, cli=False, help="NAME: {key: value}: named variants")
     grid: dict = setting({}, cli=False, help="KEY: [values]: every combination is a variant")
+    report_to: list[str] = report_to_setting(
+        "every variant's training and scores, and the sweep's table (a run in --out)"
+    )
 
 
 @dataclass
@@ -142,6 +146,8 @@ def plan(config: SweepConfig) -> list[Variant]:
         folder = out / folder_name(name)
         run = RunFolder(folder / "run")
         files = {"data": config.data, "out": str(run.path), "resume": run.holds_a_run()}
+        if config.report_to:
+            files["report_to"] = list(config.report_to)
         try:
             train = build(TrainConfig, [*base_layers, (f"variant '{name}'", overrides), ("sweep", files)])
         except KoqaError as exc:
@@ -164,6 +170,8 @@ def eval_config(config: SweepConfig, variant: Variant) -> EvalConfig:
     files = {"data": validation, "out": str(variant.eval_dir), "adapter": [str(variant.run.path)]}
     if config.eval_limit:
         files["limit"] = config.eval_limit
+    if config.report_to:
+        files["report_to"] = list(config.report_to)
     return build(EvalConfig, [("sweep section 'eval'", config.eval), ("sweep", files)])
 
 
@@ -206,6 +214,11 @@ def sweep(config: SweepConfig) -> dict:
     result = tabulate(variants)
     write_json(Path(config.out) / "sweep.json", {k: v for k, v in result.items() if k != "markdown"})
     write_text(Path(config.out) / "sweep.md", result["markdown"])
+    if config.report_to:
+        from koqa.trackers import log_scores
+
+        table = {row["variant"]: {k: v for k, v in row.items() if k != "variant"} for row in result["rows"]}
+        log_scores(config.report_to, table, Path(config.out), prefix="sweep")
     return result
 
 

@@ -18,6 +18,7 @@ from koqa.config import (
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
 from koqa.prompting import NO_ANSWER
 from koqa.runtime import DTYPES
+from koqa.trackers import missing_packages, report_to_setting
 from koqa.train.methods import METHODS
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -153,7 +154,7 @@ class TrainConfig:
     early_stopping_patience: int | None = setting(
         help="with eval_steps: stop after K evaluations in a row without a better F1", check=POSITIVE
     )
-    report_to: list[str] = setting([], help="trackers for training, e.g. tensorboard")
+    report_to: list[str] = report_to_setting("the training loss, F1 during training and, later, koqa eval's scores")
 
     def resolve(self) -> None:
         if self.learning_rate is None and self.method in METHODS:
@@ -163,7 +164,7 @@ class TrainConfig:
         method = METHODS.get(self.method)
         if method is None:
             return []
-        found = []
+        found = missing_packages(self.report_to)
         if (self.use_dora or self.loraplus_lr_ratio is not None) and not method.lora:
             key = "use_dora" if self.use_dora else "loraplus_lr_ratio"
             found.append((key, f"use_dora and loraplus_lr_ratio are LoRA options, not for {self.method}"))

@@ -118,6 +118,10 @@ def finish(summary: dict, trainer, tokenizer, run: RunFolder, config: TrainConfi
     if data.validation and config.validation_limit:
         summary["validation"] = validate(trainer.model, tokenizer, run, config)
     write_json(run.metrics_file, summary)
+    if config.report_to:
+        from koqa.trackers import finish_training
+
+        finish_training(config.report_to, run.path)
 
 
 def load_tokenizer(model_path: str, template, config: TrainConfig):
@@ -212,6 +216,10 @@ def build_trainer(
     from koqa.train.trainer import AnswerOnlySFTTrainer, JsonlLogger, trainer_state
 
     model = load_base_model(model_path, config, method, dtype)
+    if config.report_to and int(os.environ.get("RANK", "0")) == 0:
+        from koqa.trackers import start_training
+
+        start_training(config.report_to, run.path)
     args = SFTConfig(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=config.batch_size,
