@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +107,25 @@ def test_korquad_dev_with_article_split(tmp_path, default_model_dir):
     stats = run_preprocess([str(KORQUAD)], str(tmp_path / "k"), PreprocessConfig(split="korquad-articles"))
     assert stats["splits"] == {"train": 4487, "validation": 1287}
     assert stats["records"] == 5774 and stats["prompts_over_max_length"] > 0
+
+
+def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_path, dacon_train, default_model_dir):
+    from transformers import AutoTokenizer
+
+    from koqa.preprocess import counting_tokenizer
+
+    light, auto = counting_tokenizer(str(default_model_dir)), AutoTokenizer.from_pretrained(default_model_dir)
+    for text in [row[1] + row[2] for row in DACON_ROWS] + ["  두 칸\n줄\t탭 <bos> English 123"]:
+        assert light(text, add_special_tokens=False).input_ids == auto(text, add_special_tokens=False).input_ids
+    assert (light.bos_token_id, light.eos_token_id, light.pad_token_id) == (
+        auto.bos_token_id,
+        auto.eos_token_id,
+        auto.pad_token_id,
+    )
+    code = (
+        "import sys\nfrom koqa.preprocess import PreprocessConfig, preprocess\n"
+        f"preprocess(PreprocessConfig(inputs=[{str(dacon_train)!r}], out={str(tmp_path / 'pp')!r}))\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
