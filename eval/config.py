@@ -17,7 +17,10 @@ KORQUAD_SPLITS = ("train", "eval")
 
 @dataclass
 class EvalConfig:
-    data: str | None = setting(help="questions: Dacon CSV, SQuAD JSON or processed JSONL", required=True)
+    data: str | None = setting(
+        help="questions: Dacon CSV, SQuAD JSON, JSONL, parquet, Arrow, a datasets folder or hf:OWNER/NAME[:split]",
+        required=True,
+    )
     out: str | None = setting(help="output folder", required=True)
     adapter: list[str] = setting(
         [],
@@ -63,11 +66,18 @@ class EvalConfig:
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
     chunk_size: int = setting(64, help="answers are saved after every chunk of this many questions", check=POSITIVE)
     vllm_compile: bool = setting(False, help="torch.compile in the vLLM engine: faster generation, longer start-up")
+    tensor_parallel_size: int = setting(
+        1, help="vLLM: GPUs each layer is split over (a model too large for one GPU)", check=POSITIVE
+    )
+    pipeline_parallel_size: int = setting(1, help="vLLM: GPUs the layers are divided between", check=POSITIVE)
 
     report_to: list[str] = report_to_setting("the scores (into the adapter's training run where it used one)")
 
     def problems(self) -> list[tuple[str, str]]:
         found = missing_packages(self.report_to)
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if getattr(self, key) > 1 and self.backend == "hf":
+                found.append((key, f"{key} is a vLLM setting; the hf backend runs on one device"))
         if len(set(self.adapter)) != len(self.adapter):
             found.append(("adapter", "the same adapter is named twice (name each run once)"))
         return found

@@ -137,6 +137,9 @@ def open_generator(prepared: PreparedEval, config: EvalConfig):
             options["compile"] = True
         if config.span == "constrain":
             options["span_constraint"] = True
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if getattr(config, key) > 1:
+                options[key] = getattr(config, key)
     return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype, **options)
 
 

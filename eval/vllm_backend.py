@@ -39,6 +39,8 @@ class VLLMGenerator:
         prefix_caching: bool = True,
         max_num_batched_tokens: int | None = None,
         span_constraint: bool = False,
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
     ):
         import torch
 
@@ -68,6 +70,8 @@ class VLLMGenerator:
         )  # questions on one passage share its KV blocks
         if max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
+        if tensor_parallel_size > 1 or pipeline_parallel_size > 1:  # one model over several GPUs
+            kwargs.update(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size)
         if span_constraint:  # loaded by name in the engine's process
             kwargs["logits_processors"] = ["koqa.eval.span_vllm:VLLMSpanLogitsProcessor"]
         if on_cpu:

@@ -270,6 +270,39 @@ def test_vllm_engine_gets_koqas_cpu_chunk_size_unless_told_otherwise(tiny_model_
     assert [kwargs["max_num_batched_tokens"] for kwargs in asked] == [CPU_MAX_NUM_BATCHED_TOKENS, 512]
 
 
+def test_parallel_settings_reach_the_vllm_engine_and_only_it(tmp_path, dacon_train, tiny_model_dir, monkeypatch):
+    import koqa.eval.pipeline as pipeline
+    from koqa.config import build
+
+    asked = []
+
+    def fake_load_generator(backend, model, adapter=None, **options):
+        asked.append(options)
+        return ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS])
+
+    monkeypatch.setattr(pipeline, "choose_backend", lambda name, adapter: name)
+    monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
+    run_eval(str(dacon_train), str(tmp_path / "a"), EvalConfig(backend="vllm", tensor_parallel_size=4))
+    run_eval(str(dacon_train), str(tmp_path / "b"), EvalConfig(backend="vllm", pipeline_parallel_size=2))
+    run_eval(str(dacon_train), str(tmp_path / "c"), EvalConfig(backend="vllm"))
+    assert [(o.get("tensor_parallel_size"), o.get("pipeline_parallel_size")) for o in asked] == [
+        (4, None),
+        (None, 2),
+        (None, None),
+    ]
+    with pytest.raises(KoqaError, match="tensor_parallel_size is a vLLM setting"):
+        build(EvalConfig, [("cli", {"data": "q.csv", "out": "o", "backend": "hf", "tensor_parallel_size": 2})])
+    vllm = pytest.importorskip("vllm")
+    engines = []
+    monkeypatch.setattr(vllm, "LLM", lambda **kwargs: engines.append(kwargs))
+    from koqa.eval.vllm_backend import VLLMGenerator
+
+    VLLMGenerator(str(tiny_model_dir), tensor_parallel_size=8, pipeline_parallel_size=2)
+    VLLMGenerator(str(tiny_model_dir))
+    assert (engines[0]["tensor_parallel_size"], engines[0]["pipeline_parallel_size"]) == (8, 2)
+    assert "tensor_parallel_size" not in engines[1]
+
+
 @pytest.mark.vllm
 def test_vllm_worker_computes_on_every_core_and_closing_stops_its_processes(tiny_model_dir, monkeypatch):
     pytest.importorskip("vllm")
