@@ -1,12 +1,15 @@
-"""Preprocessing speed: 33,716 records (the Dacon train size, built by repeating KorQuAD records)
-with model-tokenizer token counts, kiwipiepy morpheme counts and sentence counts.
+"""Preprocessing speed: 33,716 records (the Dacon train size) with model-tokenizer token counts,
+kiwipiepy morpheme counts and sentence counts.
 
     .venv/bin/python bench/preprocess_speed.py
 
-Prints, side by side: koqa's batched counting, the same work as a plain per-row Python loop, and
-the whole `koqa preprocess` (read, normalise, count, report, split, write).  Run twice: once as a
-Dacon-like set (questions share contexts), once with every record given its own context (the worst
-case: nothing is counted once for several questions).
+The records are KorQuAD's 5,774 questions copied until there are 33,716; each copy of a question opens
+differently ("기사에 따르면 ...", "본문을 보면 ..."), so that every question is distinct, as in Dacon, while
+the passages are shared as in Dacon. Prints, side by side: koqa's batched counting, the same work as a
+plain per-row Python loop, and the whole `koqa preprocess` (read, normalise, count, report, split,
+write), for that set (the headline), for the same set with the copies left identical (which the
+counting does once: it measures deduplication), and with every record given its own passage (the
+worst case: nothing is counted once for several questions).
 """
 
 from __future__ import annotations
@@ -21,22 +24,32 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import KORQUAD, Results  # noqa: E402
 
 N = 33_716
+TARGET_SECONDS = 20  # the whole `koqa preprocess` of the Dacon-like set
 
 
-def build(unique_contexts: bool):
+# How a reader may ask the same thing again: the copies of a KorQuAD question differ by their opening,
+# so that every question is distinct, as in Dacon (the wording varies, the passage does not).
+OPENINGS = ("", "기사에 따르면 ", "본문을 보면 ", "글에 따르면 ", "위 글에서 ", "이 기사에서 ", "지문에서 ")
+
+
+def build(unique_contexts: bool, distinct_questions: bool = True):
     from koqa.data_tools.readers import read_squad_json
 
     base = read_squad_json(KORQUAD).records
-    records = []
+    records, seen = [], set()
     for i in range(N):
         r = base[i % len(base)]
         copy = i // len(base)
         context = r.context + (f" (사본 {i})" if unique_contexts else "")
+        question = (OPENINGS[copy] + r.question) if distinct_questions else r.question
+        if distinct_questions and question in seen:  # KorQuAD asks a few questions twice
+            question = f"{question} ({copy + 1})"
+        seen.add(question)
         records.append(
             type(r)(
                 id=f"{r.id}-{copy}",
                 context=context,
-                question=r.question,
+                question=question,
                 answers=list(r.answers),
                 answer_starts=list(r.answer_starts),
                 source=r.source,
@@ -75,8 +88,13 @@ def main() -> None:
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"))
     kiwi()  # load the analyser outside the timings
     rows = []
-    for label, unique in (("Dacon-like (shared contexts)", False), ("one context per record", True)):
-        records = build(unique)
+    cases = (
+        ("distinct questions, shared passages (Dacon-like)", False, True),
+        ("identical copies of KorQuAD questions", False, False),
+        ("distinct questions, one passage each", True, True),
+    )
+    for label, unique, distinct in cases:
+        records = build(unique, distinct)
         started = time.perf_counter()
         fast = count_records(records, tokenizer, renderer.frame_lengths)
         batched = time.perf_counter() - started
@@ -90,17 +108,17 @@ def main() -> None:
             started = time.perf_counter()
             preprocess(PreprocessConfig(inputs=[str(data)], out=str(Path(tmp) / "out")))
             whole = time.perf_counter() - started
-        distinct = len({r.context for r in records})
         rows.append(
             [
                 label,
                 f"{len(records):,}",
-                f"{distinct:,}",
+                f"{len({r.question for r in records}):,}",
+                f"{len({r.context for r in records}):,}",
                 f"{batched:.1f}",
                 f"{loop:.1f}",
                 f"{loop / batched:.1f}x",
                 f"{whole:.1f}",
-                "yes" if whole <= 60 else "NO",
+                "yes" if whole <= TARGET_SECONDS else "NO",
             ]
         )
     results = Results("preprocess_speed", "Preprocessing speed — bench/preprocess_speed.py")
@@ -109,20 +127,22 @@ def main() -> None:
             [
                 "records",
                 "n",
-                "distinct contexts",
+                "distinct questions",
+                "distinct passages",
                 "koqa counting s",
                 "per-row loop s",
                 "speed-up",
                 "whole koqa preprocess s",
-                "<= 60 s",
+                f"<= {TARGET_SECONDS} s",
             ],
             rows,
         )
     )
     print(
         results.note(
-            f"The {N:,} records repeat KorQuAD's 5,774 questions, so most questions are exact copies, "
-            "which the counting does once; the Dacon training set has a distinct question on every row."
+            "The first row is the headline: every question distinct, as in Dacon, with the copies' wording "
+            "made up by varied openings. The second row's copies are identical, so its counting mostly "
+            "measures deduplication."
         )
     )
     results.write()

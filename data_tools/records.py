@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from koqa.atomic import atomic_path
 
@@ -34,7 +34,15 @@ class QARecord:
         return self.answer_starts[0] if self.answer_starts else self.context.find(self.answers[0])
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # not dataclasses.asdict, whose deep copy of every field is most of writing a large set
+        return {name: _copy(getattr(self, name)) for name in FIELD_NAMES}
+
+
+FIELD_NAMES = tuple(f.name for f in fields(QARecord))
+
+
+def _copy(value):
+    return list(value) if isinstance(value, list) else value
 
 
 @dataclass

@@ -63,28 +63,6 @@ class PreprocessConfig:
     seed: int = setting(0, help="split seed")
 
 
-# tokenizer classes that are the tokenizer.json as it is: loaded without AutoTokenizer, they give the same ids
-PLAIN_TOKENIZERS = ("GemmaTokenizer", "GemmaTokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend")
-
-
-def counting_tokenizer(model_path: str):
-    """The tokenizer that counts prompt tokens. AutoTokenizer imports torch, which is most of a small
-    preprocess's start-up; a model whose tokenizer is its tokenizer.json (PLAIN_TOKENIZERS, e.g. the
-    default Gemma 3) is loaded as PreTrainedTokenizerFast instead, which leaves torch out."""
-    import json
-
-    config_file, tokenizer_file = Path(model_path) / "tokenizer_config.json", Path(model_path) / "tokenizer.json"
-    if config_file.is_file() and tokenizer_file.is_file():
-        name = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
-        if name in PLAIN_TOKENIZERS:
-            from transformers import PreTrainedTokenizerFast
-
-            return PreTrainedTokenizerFast.from_pretrained(model_path)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path)
-
-
 def normalise_answers(records: Sequence[QARecord], steps: Sequence[str]) -> list[bool]:
     """Apply the normalisation steps to every answer; keep a normalised answer only when it is
     still a span of its context.  Returns, per record, whether the normalised answer is a span."""
@@ -119,6 +97,7 @@ def preprocess(config: PreprocessConfig) -> dict:
     """`koqa preprocess`: read, normalise, count, report and split `config.inputs` into `config.out`."""
 
     from koqa.model_store import resolve_model
+    from koqa.plain_tokenizer import counting_tokenizer
     from koqa.prompting import PromptRenderer, PromptTemplate
 
     check(config)
@@ -146,8 +125,9 @@ def preprocess(config: PreprocessConfig) -> dict:
         raise KoqaError("no usable records in the input", file=", ".join(inputs))
 
     still_span = normalise_answers(records, config.answer_normalization)
-    tokenizer = counting_tokenizer(resolve_model(config.model))
-    renderer = PromptRenderer(tokenizer, PromptTemplate.load(config.template), max_length=config.max_length)
+    template = PromptTemplate.load(config.template)
+    tokenizer = counting_tokenizer(resolve_model(config.model), chat=template.chat)
+    renderer = PromptRenderer(tokenizer, template, max_length=config.max_length)
     counts = count_records(records, tokenizer, renderer.frame_lengths)
     stats = build_stats(
         records,

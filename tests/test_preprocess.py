@@ -112,20 +112,34 @@ def test_korquad_dev_with_article_split(tmp_path, default_model_dir):
 def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_path, dacon_train, default_model_dir):
     from transformers import AutoTokenizer
 
-    from koqa.preprocess import counting_tokenizer
+    from koqa.plain_tokenizer import PlainTokenizer, counting_tokenizer
+    from koqa.prompting import PromptRenderer, PromptTemplate
 
-    light, auto = counting_tokenizer(str(default_model_dir)), AutoTokenizer.from_pretrained(default_model_dir)
-    for text in [row[1] + row[2] for row in DACON_ROWS] + ["  두 칸\n줄\t탭 <bos> English 123"]:
-        assert light(text, add_special_tokens=False).input_ids == auto(text, add_special_tokens=False).input_ids
-    assert (light.bos_token_id, light.eos_token_id, light.pad_token_id) == (
+    plain, auto = counting_tokenizer(str(default_model_dir)), AutoTokenizer.from_pretrained(default_model_dir)
+    assert isinstance(plain, PlainTokenizer)
+    texts = [row[1] + row[2] for row in DACON_ROWS] + ["  두 칸\n줄\t탭 <bos> English 123"]
+    for text in texts:
+        mine, theirs = plain(text, False, True), auto(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert mine.input_ids == theirs.input_ids and list(map(tuple, mine["offset_mapping"])) == list(
+            map(tuple, theirs["offset_mapping"])
+        )
+    assert plain(texts, add_special_tokens=False)["input_ids"] == auto(texts, add_special_tokens=False)["input_ids"]
+    assert (plain.bos_token_id, plain.eos_token_id, plain.pad_token_id) == (
         auto.bos_token_id,
         auto.eos_token_id,
         auto.pad_token_id,
     )
+    template = PromptTemplate.load("ko_instruct")
+    ours, reference = PromptRenderer(plain, template, max_length=110), PromptRenderer(auto, template, max_length=110)
+    for row in DACON_ROWS:
+        start = row[1].index(row[3])
+        assert ours.render(row[1], row[2], start, len(row[3])) == reference.render(row[1], row[2], start, len(row[3]))
+    assert ours.frame_lengths([r[2] for r in DACON_ROWS]) == reference.frame_lengths([r[2] for r in DACON_ROWS])
+    assert not isinstance(counting_tokenizer(str(default_model_dir), chat=True), PlainTokenizer)
     code = (
         "import sys\nfrom koqa.preprocess import PreprocessConfig, preprocess\n"
         f"preprocess(PreprocessConfig(inputs=[{str(dacon_train)!r}], out={str(tmp_path / 'pp')!r}))\n"
-        "print('torch' in sys.modules)"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-2000:]
