@@ -143,6 +143,61 @@ def open_generator(prepared: PreparedEval, config: EvalConfig):
     return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype, **options)
 
 
+class Progress:
+    """Answers done so far: a log line at most every LOG_EVERY seconds (and at the end), and the
+    notebook bar where koqa.api turned it on."""
+
+    LOG_EVERY = 10.0
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.started = self.logged = time.perf_counter()
+        self.bar = None
+        if PROGRESS_BAR:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="answers", unit="q")
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+        now = time.perf_counter()
+        if now - self.logged >= self.LOG_EVERY or self.done == self.total:
+            self.logged = now
+            rate = self.done / max(now - self.started, 1e-9)
+            log.info("answered %d/%d (%.2f questions/s)", self.done, self.total, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def answer_in_chunks(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
+    """chunk_size questions at a time, each chunk's answers saved before the next (the transformers
+    backend, which generates a batch at a time anyway)."""
+    for start in range(0, len(pending), config.chunk_size):
+        chunk = pending[start : start + config.chunk_size]
+        prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
+        if config.span == "constrain":
+            params.passages = [r.context for r in chunk]
+        raw = generator.generate(prompts, params)
+        answers.append([(r.id, text) for r, text in zip(chunk, raw)])
+        progress.update(len(chunk))
+
+
+def answer_streaming(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
+    """Every question in flight at once (vLLM); the answers each engine step finishes are saved as they
+    come, so that an interrupted run loses at most one step's answers and the device never waits on a
+    chunk's last sequences."""
+    prompts = [prepared.renderer.render(r.context, r.question).ids for r in pending]
+    if config.span == "constrain":
+        params.passages = [r.context for r in pending]
+    for finished in generator.generate_stream(prompts, params):
+        answers.append([(pending[i].id, text) for i, text in finished])
+        progress.update(len(finished))
+
+
 def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, generator=None) -> dict:
     """Raw answers {id: text} for every question, appended to OUT/generations.jsonl as they come
     (a re-run skips the ones already there). Loads the backend only when something is left to answer;
@@ -165,27 +220,14 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
             len(prepared.records) - len(pending),
         )
         started = time.perf_counter()
-        bar = None
-        if PROGRESS_BAR:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(pending), desc="answers", unit="q")
+        progress = Progress(len(pending))
         try:
-            for start in range(0, len(pending), config.chunk_size):
-                chunk = pending[start : start + config.chunk_size]
-                prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
-                if config.span == "constrain":
-                    params.passages = [r.context for r in chunk]
-                raw = generator.generate(prompts, params)
-                answers.append([(r.id, text) for r, text in zip(chunk, raw)])
-                if bar is not None:
-                    bar.update(len(chunk))
-                done = start + len(chunk)
-                rate = done / (time.perf_counter() - started)
-                log.info("answered %d/%d (%.2f questions/s)", done, len(pending), rate)
+            if hasattr(generator, "generate_stream"):
+                answer_streaming(generator, prepared, pending, params, config, answers, progress)
+            else:
+                answer_in_chunks(generator, prepared, pending, params, config, answers, progress)
         finally:
-            if bar is not None:
-                bar.close()
+            progress.close()
             if owned:
                 generator.close()
         elapsed = time.perf_counter() - started

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from koqa.eval.backends import GenerationParams, cut_at_stop
@@ -91,7 +91,8 @@ class VLLMGenerator:
         with quiet_descriptors():  # the engine's processes write to koqa.log from their start
             self.llm = LLM(**kwargs)
 
-    def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
+    @staticmethod
+    def _requests(prompts: Sequence[list[int]], params: GenerationParams):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -102,13 +103,30 @@ class VLLMGenerator:
             sampling = [sampling.clone() for _ in prompts]
             for one, passage in zip(sampling, params.passages):
                 one.extra_args = {PASSAGE_KEY: passage}
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-            sampling,
-            lora_request=self.lora_request,
-            use_tqdm=False,
-        )
+        return [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling
+
+    def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
+        requests, sampling = self._requests(prompts, params)
+        outputs = self.llm.generate(requests, sampling, lora_request=self.lora_request, use_tqdm=False)
         return [cut_at_stop(o.outputs[0].text, params.stop) for o in outputs]
+
+    def generate_stream(
+        self, prompts: Sequence[list[int]], params: GenerationParams
+    ) -> Iterator[list[tuple[int, str]]]:
+        """Every prompt in flight at once; after each engine step, the answers that step finished, as
+        (prompt index, text). What is not finished when the caller stops is aborted."""
+        requests, sampling = self._requests(prompts, params)
+        ids = self.llm.enqueue(requests, sampling, lora_request=self.lora_request, use_tqdm=False)
+        index = {request_id: i for i, request_id in enumerate(ids)}
+        engine = self.llm.llm_engine
+        try:
+            while engine.has_unfinished_requests():
+                done = [(index.pop(o.request_id), o.outputs[0].text) for o in engine.step() if o.finished]
+                if done:
+                    yield [(i, cut_at_stop(text, params.stop)) for i, text in done]
+        finally:
+            if index:
+                engine.abort_request(list(index))
 
     def score(
         self, prompts: Sequence[list[int]], continuations: Sequence[list[int]], batch_size: int = 16

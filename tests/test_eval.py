@@ -85,6 +85,30 @@ def test_a_crash_loses_nothing_and_the_rerun_skips_finished_answers(tmp_path, da
     assert rest.calls == [2] and result["metrics"]["exact_match"] == 1.0
 
 
+class StreamingGenerator(ScriptedGenerator):
+    """Every prompt in flight; answers finish out of order, a few per step, as an engine's would."""
+
+    def generate_stream(self, prompts, params):
+        self.calls.append(len(prompts))
+        answers = [self.answers.pop(0) + "\n### 다음" for _ in prompts]
+        order = list(range(len(prompts)))[::-1]  # the last question finishes first
+        for step, start in enumerate(range(0, len(order), 2)):
+            if self.fail_after is not None and step >= self.fail_after:
+                raise RuntimeError("killed")
+            yield [(i, answers[i]) for i in order[start : start + 2]]
+
+
+def test_streamed_answers_are_saved_as_they_finish_and_a_rerun_skips_them(tmp_path, dacon_train, default_model_dir):
+    crashing = StreamingGenerator([GOLD[r[0]] for r in DACON_ROWS], fail_after=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_eval(str(dacon_train), str(tmp_path), EvalConfig(chunk_size=1), generator=crashing)
+    saved = [json.loads(line)["id"] for line in (tmp_path / "generations.jsonl").read_text("utf-8").splitlines()[1:]]
+    assert crashing.calls == [len(DACON_ROWS)] and saved == [r[0] for r in DACON_ROWS][::-1][:4]
+    rest = StreamingGenerator([GOLD[r[0]] for r in DACON_ROWS[:2]])
+    result = run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=rest)
+    assert rest.calls == [2] and result["metrics"]["exact_match"] == 1.0
+
+
 def test_a_half_written_last_line_is_regenerated(tmp_path, dacon_train, default_model_dir):
     config = EvalConfig(chunk_size=3)
     run_eval(str(dacon_train), str(tmp_path), config, generator=ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS]))
