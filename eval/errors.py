@@ -48,10 +48,24 @@ FEW_CHARS = 3
 UNIT_TAGS = ("NR", "NNB", "SW", "SL")
 
 
+# morphemes of the texts analyse() is about to classify, analysed in one batch (kiwipiepy spreads a
+# batch over its threads; one call per text is several times slower)
+_ANALYSED: dict[str, list] = {}
+
+
 def _tokens(text: str):
+    if text in _ANALYSED:
+        return _ANALYSED[text]
     from koqa.data_tools.morphemes import kiwi
 
     return kiwi().tokenize(text)
+
+
+def _analyse_batch(texts) -> None:
+    from koqa.data_tools.morphemes import kiwi
+
+    todo = list(dict.fromkeys(t for t in texts if t not in _ANALYSED))
+    _ANALYSED.update(zip(todo, kiwi().tokenize(todo)))
 
 
 def quantities(text: str) -> list[tuple[str, str]]:
@@ -150,11 +164,17 @@ def analyse(records: Sequence, rows: Sequence[dict]) -> dict:
     and return the breakdowns for metrics.json: error-class counts, and F1/EM with intervals by
     question type and by answer type."""
     by_id = {r.id: r for r in records}
-    for row in rows:
-        record = by_id[row["id"]]
-        row["question_type"] = question_type(record.question)
-        row["answer_type"] = answer_type(record.answers[0]) if record.answers else "no answer"
-        row["error"] = "" if row["em"] == 1.0 else classify_error(row["prediction"], record.answers, record.context)
+    texts = [r.question for r in records] + [a for r in records for a in r.answers]
+    _analyse_batch(texts + [row["prediction"] for row in rows if row["em"] != 1.0])
+    try:
+        for row in rows:
+            record = by_id[row["id"]]
+            row["question_type"] = question_type(record.question)
+            row["answer_type"] = answer_type(record.answers[0]) if record.answers else "no answer"
+            wrong_answer = row["em"] != 1.0
+            row["error"] = classify_error(row["prediction"], record.answers, record.context) if wrong_answer else ""
+    finally:
+        _ANALYSED.clear()
     wrong = [row for row in rows if row["error"]]
     return {
         "errors": {name: sum(row["error"] == name for row in wrong) for name in ERROR_CLASSES},

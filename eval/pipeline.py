@@ -89,9 +89,8 @@ def _template(config: EvalConfig, adapter: Adapter | None):
 
 
 def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = None) -> PreparedEval:
-    from transformers import AutoTokenizer
-
     from koqa.model_store import resolve_model
+    from koqa.plain_tokenizer import prompt_tokenizer
     from koqa.prompting import PromptRenderer
 
     adapter = locate_adapter(adapter_path, config.checkpoint) if adapter_path else None
@@ -100,8 +99,8 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
         best = info.best
         log.info("adapter: the best of the run (step %s, validation F1 %.4f)", best["step"], best["eval_f1"])
     model = resolve_model(config.model or (info.model if info else None))
-    tokenizer = AutoTokenizer.from_pretrained(model)
     template = _template(config, adapter)
+    tokenizer = prompt_tokenizer(model, chat=template.chat)
     max_length = config.max_length or (info.max_length if info else None) or DEFAULT_MAX_LENGTH
     renderer = PromptRenderer(
         tokenizer,

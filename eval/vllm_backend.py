@@ -79,6 +79,7 @@ class VLLMGenerator:
             kwargs.update(gpu_memory_utilization=0.5, enforce_eager=not compile)
         self.lora_request = None
         self.cached_prompt_tokens = 0  # prompt tokens `score` read from the prefix cache
+        self.streamed = 0  # requests generate_stream has made
         if adapter:
             from vllm.lora.request import LoRARequest
 
@@ -116,9 +117,13 @@ class VLLMGenerator:
         """Every prompt in flight at once; after each engine step, the answers that step finished, as
         (prompt index, text). What is not finished when the caller stops is aborted."""
         requests, sampling = self._requests(prompts, params)
-        ids = self.llm.enqueue(requests, sampling, lora_request=self.lora_request, use_tqdm=False)
-        index = {request_id: i for i, request_id in enumerate(ids)}
+        sampling = sampling if isinstance(sampling, list) else [sampling] * len(requests)
         engine = self.llm.llm_engine
+        index = {}  # koqa's own request ids: the engine reports outputs under the ids it was given
+        for i, (request, one) in enumerate(zip(requests, sampling)):
+            self.streamed += 1
+            index[f"koqa-{self.streamed}"] = i
+            engine.add_request(f"koqa-{self.streamed}", request, one, lora_request=self.lora_request)
         try:
             while engine.has_unfinished_requests():
                 done = [(index.pop(o.request_id), o.outputs[0].text) for o in engine.step() if o.finished]

@@ -1,11 +1,11 @@
-"""A model's tokenizer.json through the `tokenizers` library alone, for counting prompt tokens.
+"""A model's tokenizer.json through the `tokenizers` library alone, for rendering and counting prompts.
 
-`koqa preprocess` counts tokens with the model's tokenizer. Loading it through transformers imports
-transformers (and, through AutoTokenizer, torch) and copies the parsed tokenizer once more; for a small
-file that is most of the command's time. Where the tokenizer class is the tokenizer.json as it is
-(`PLAIN_TOKENIZERS`, e.g. the default Gemma 3) and no chat template is asked for, this class answers
-the few calls the prompt renderer and the counts make, with the same ids and offsets; any other
-tokenizer is loaded through AutoTokenizer as everywhere else.
+`koqa preprocess` counts tokens with the model's tokenizer and `koqa eval` renders prompts with it.
+Loading it through transformers imports transformers (and, through AutoTokenizer, torch) and copies
+the parsed tokenizer once more; for a small file that is most of preprocess's time. Where the
+tokenizer class is the tokenizer.json as it is (`PLAIN_TOKENIZERS`, e.g. the default Gemma 3) and no
+chat template is asked for, this class answers the few calls the prompt renderer and the counts make,
+with the same ids and offsets; any other tokenizer is loaded through AutoTokenizer as everywhere else.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ class PlainTokenizer:
         return out
 
 
-def counting_tokenizer(model_path: str, chat: bool = False):
-    """The tokenizer that counts prompt tokens: a PlainTokenizer where that gives the same ids, else
-    the model's own through AutoTokenizer."""
+def prompt_tokenizer(model_path: str, chat: bool = False):
+    """The tokenizer that renders and counts prompts: a PlainTokenizer where that gives the same ids,
+    else the model's own through AutoTokenizer."""
     folder = Path(model_path)
     config_file, tokenizer_file = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if not chat and config_file.is_file() and tokenizer_file.is_file():

@@ -97,7 +97,7 @@ def preprocess(config: PreprocessConfig) -> dict:
     """`koqa preprocess`: read, normalise, count, report and split `config.inputs` into `config.out`."""
 
     from koqa.model_store import resolve_model
-    from koqa.plain_tokenizer import counting_tokenizer
+    from koqa.plain_tokenizer import prompt_tokenizer
     from koqa.prompting import PromptRenderer, PromptTemplate
 
     check(config)
@@ -126,7 +126,7 @@ def preprocess(config: PreprocessConfig) -> dict:
 
     still_span = normalise_answers(records, config.answer_normalization)
     template = PromptTemplate.load(config.template)
-    tokenizer = counting_tokenizer(resolve_model(config.model), chat=template.chat)
+    tokenizer = prompt_tokenizer(resolve_model(config.model), chat=template.chat)
     renderer = PromptRenderer(tokenizer, template, max_length=config.max_length)
     counts = count_records(records, tokenizer, renderer.frame_lengths)
     stats = build_stats(

@@ -98,16 +98,19 @@ def test_analysis_counts_every_wrong_answer_once_and_groups_with_intervals():
         QARecord(id="b", context=CONTEXT, question="대표는 누구인가?", answers=["김민준"]),
         QARecord(id="c", context=CONTEXT, question="대표는 누구인가?", answers=["김민준"]),
         QARecord(id="d", context=CONTEXT, question="설명회는 어디에서 열렸나?", answers=["서울"]),
+        QARecord(id="e", context=CONTEXT, question="주가는 얼마인가?", unanswerable=True),
     ]
     rows = [
         {"id": "a", "prediction": "1,300억 원", "f1": 0.8, "em": 0.0},
         {"id": "b", "prediction": "김민준", "f1": 1.0, "em": 1.0},
         {"id": "c", "prediction": "", "f1": 0.0, "em": 0.0},
         {"id": "d", "prediction": "서울에서", "f1": 0.8, "em": 0.0},
+        {"id": "e", "prediction": "1,200억 원", "f1": 0.0, "em": 0.0},
     ]
     analysis = analyse(records, rows)
     assert analysis["errors"] == {
         "empty": 1,
+        "answered": 1,
         "number/unit": 1,
         "boundary": 1,
         "overlap": 0,
@@ -118,7 +121,8 @@ def test_analysis_counts_every_wrong_answer_once_and_groups_with_intervals():
     assert who["n"] == 2 and who["f1"] == 0.5 and who["exact_match"] == 0.5
     assert who["f1_ci95"][0] <= 0.5 <= who["f1_ci95"][1]
     assert set(analysis["by_question_type"]) == {"누구", "얼마/몇", "어디"}  # empty groups are left out
-    assert [row["error"] for row in rows] == ["number/unit", "", "empty", "boundary"]
+    assert [row["error"] for row in rows] == ["number/unit", "", "empty", "boundary", "answered"]
+    assert analysis["by_answer_type"]["no answer"]["n"] == 1
 
 
 def test_an_evaluation_writes_errors_csv_and_the_breakdowns(tmp_path, dacon_train):

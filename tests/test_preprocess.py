@@ -112,10 +112,10 @@ def test_korquad_dev_with_article_split(tmp_path, default_model_dir):
 def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_path, dacon_train, default_model_dir):
     from transformers import AutoTokenizer
 
-    from koqa.plain_tokenizer import PlainTokenizer, counting_tokenizer
+    from koqa.plain_tokenizer import PlainTokenizer, prompt_tokenizer
     from koqa.prompting import PromptRenderer, PromptTemplate
 
-    plain, auto = counting_tokenizer(str(default_model_dir)), AutoTokenizer.from_pretrained(default_model_dir)
+    plain, auto = prompt_tokenizer(str(default_model_dir)), AutoTokenizer.from_pretrained(default_model_dir)
     assert isinstance(plain, PlainTokenizer)
     texts = [row[1] + row[2] for row in DACON_ROWS] + ["  두 칸\n줄\t탭 <bos> English 123"]
     for text in texts:
@@ -135,7 +135,7 @@ def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_
         start = row[1].index(row[3])
         assert ours.render(row[1], row[2], start, len(row[3])) == reference.render(row[1], row[2], start, len(row[3]))
     assert ours.frame_lengths([r[2] for r in DACON_ROWS]) == reference.frame_lengths([r[2] for r in DACON_ROWS])
-    assert not isinstance(counting_tokenizer(str(default_model_dir), chat=True), PlainTokenizer)
+    assert not isinstance(prompt_tokenizer(str(default_model_dir), chat=True), PlainTokenizer)
     code = (
         "import sys\nfrom koqa.preprocess import PreprocessConfig, preprocess\n"
         f"preprocess(PreprocessConfig(inputs=[{str(dacon_train)!r}], out={str(tmp_path / 'pp')!r}))\n"
