@@ -19,6 +19,12 @@ json_values = st.recursive(
 )
 
 
+# the `datasets` form of answers, with any values inside
+nested_answers = st.fixed_dictionaries(
+    {"text": st.lists(texts, max_size=2) | json_values}, optional={"answer_start": json_values}
+)
+
+
 def keeps_the_invariants(result, check_span: bool) -> None:
     ids = [r.id for r in result.records]
     assert len(ids) == len(set(ids))
@@ -30,8 +36,9 @@ def keeps_the_invariants(result, check_span: bool) -> None:
         assert len(r.answer_starts) == len(r.answers)
         if check_span:
             assert all(r.context[s : s + len(a)] == a for a, s in zip(r.answers, r.answer_starts))
-    answered = [bool(r.answers) for r in result.records]
-    assert all(answered) or not any(answered)  # answered training data, or test data: never a mix
+        assert not (r.unanswerable and r.answers)  # an unanswerable question has no answers
+    gold = [r.has_gold for r in result.records]
+    assert all(gold) or not any(gold)  # data with gold (answers, or marked unanswerable), or test data
 
 
 def read_or_refuse(path, check_span=True, on_bad_row="fail"):
@@ -43,7 +50,7 @@ def read_or_refuse(path, check_span=True, on_bad_row="fail"):
 
 
 @EXAMPLES
-@given(raw=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".json", ".jsonl"]))
+@given(raw=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".json", ".jsonl", ".parquet", ".arrow"]))
 def test_any_bytes(tmp_path, raw, suffix):
     path = tmp_path / f"data{suffix}"
     path.write_bytes(raw)
@@ -107,7 +114,10 @@ def test_any_squad_shaped_json(tmp_path, doc, skip):
 @given(
     lines=st.lists(
         st.dictionaries(
-            st.sampled_from(["id", "context", "question", "answers", "answer_starts"]), json_values | texts
+            st.sampled_from(
+                ["id", "context", "question", "answers", "answer_starts", "answer", "title", "is_impossible"]
+            ),
+            json_values | texts | nested_answers,
         ),
         max_size=4,
     ),
@@ -132,3 +142,16 @@ def test_any_prediction_file(tmp_path, raw, suffix):
     except KoqaError:
         return
     assert all(isinstance(k, str) and k and isinstance(v, str) for k, v in predictions.items())
+
+
+@EXAMPLES
+@given(items=st.lists(texts | st.sampled_from(["id=guid", "answers=label", "=x", "id=", "title=t=x"]), max_size=4))
+def test_any_column_mapping(items):
+    from koqa.data_tools.rows import FIELDS, parse_columns
+
+    try:
+        mapping = parse_columns(items)
+    except KoqaError as exc:
+        assert "--columns" in str(exc)
+        return
+    assert set(mapping) <= set(FIELDS) and all(isinstance(c, str) and c for c in mapping.values())
