@@ -7,9 +7,10 @@ The records are KorQuAD's 5,774 questions copied until there are 33,716; each co
 differently ("기사에 따르면 ...", "본문을 보면 ..."), so that every question is distinct, as in Dacon, while
 the passages are shared as in Dacon. Prints, side by side: koqa's batched counting, the same work as a
 plain per-row Python loop, and the whole `koqa preprocess` in a fresh process as a user runs it
-(start-up, read, normalise, count, report, split, write), for that set (the headline), for the same set with the copies left identical (which the
-counting does once: it measures deduplication), and with every record given its own passage (the
-worst case: nothing is counted once for several questions).
+(start-up, read, normalise, count, report, split, write), for that set (the headline), for the same
+set with the copies left identical (which the counting does once: it measures deduplication), and
+with every record given its own passage (the worst case: nothing is counted once for several
+questions).
 """
 
 from __future__ import annotations

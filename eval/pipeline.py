@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 1024
 # a progress bar over the answers (koqa.api turns it on: a widget in notebooks); the command line logs lines
 PROGRESS_BAR = False
+# streamed answers are saved at most this many seconds apart: what a killed run can lose
+SAVE_EVERY = 2.0
 
 
 def postprocess(raw: str, context: str, normalize, span: str, no_answer: str = NO_ANSWER) -> str:
@@ -186,15 +188,24 @@ def answer_in_chunks(generator, prepared, pending, params, config, answers: Answ
 
 
 def answer_streaming(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
-    """Every question in flight at once (vLLM); the answers each engine step finishes are saved as they
-    come, so that an interrupted run loses at most one step's answers and the device never waits on a
-    chunk's last sequences."""
+    """Every question in flight at once (vLLM), so that the device never waits on a chunk's last
+    sequences. Finished answers are saved as they come, at most SAVE_EVERY seconds apart (a save is a
+    write and an fsync; one per engine step would cost more than it keeps), and whatever is finished
+    is saved when generation stops for any reason but a kill."""
     prompts = [prepared.renderer.render(r.context, r.question).ids for r in pending]
     if config.span == "constrain":
         params.passages = [r.context for r in pending]
-    for finished in generator.generate_stream(prompts, params):
-        answers.append([(pending[i].id, text) for i, text in finished])
-        progress.update(len(finished))
+    unsaved, saved_at = [], time.perf_counter()
+    try:
+        for finished in generator.generate_stream(prompts, params):
+            unsaved += [(pending[i].id, text) for i, text in finished]
+            progress.update(len(finished))
+            if time.perf_counter() - saved_at >= SAVE_EVERY:
+                answers.append(unsaved)
+                unsaved, saved_at = [], time.perf_counter()
+    finally:
+        if unsaved:
+            answers.append(unsaved)
 
 
 def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, generator=None) -> dict:
