@@ -108,7 +108,7 @@ def score_questions(
 
 @dataclass
 class ScoreConfig:
-    gold: str | None = setting(help="Dacon train-style CSV, SQuAD JSON or JSONL with answers", required=True)
+    gold: str | None = setting(help="questions with answers, in any input form koqa reads", required=True)
     pred: str | None = setting(help="CSV id,answer (or id,prediction) or JSON {id: answer}", required=True)
     out: str | None = setting(help="folder for metrics.json")
     morphemes: bool = setting(False, help="token F1 over kiwipiepy morphemes")

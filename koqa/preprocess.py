@@ -35,7 +35,10 @@ OUTPUTS = (
 @dataclass
 class PreprocessConfig:
     inputs: list[str] = setting(
-        [], positional=True, required=True, help="Dacon CSV, SQuAD/KorQuAD JSON and/or processed JSONL files"
+        [],
+        positional=True,
+        required=True,
+        help="Dacon CSV, SQuAD/KorQuAD JSON, JSONL, parquet or Arrow files, datasets folders, hf:OWNER/NAME[:split]",
     )
     out: str | None = setting(help="output folder", required=True)
     format: str = setting("auto", help="input format", choices=FORMATS)

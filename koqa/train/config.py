@@ -51,7 +51,11 @@ CHANGEABLE_ON_RESUME = frozenset(
 @dataclass
 class TrainConfig:
     # what to train on and where
-    data: str | None = setting(help="training file (CSV/JSON/JSONL) or a `koqa preprocess` folder", required=True)
+    data: str | None = setting(
+        help="training data: a `koqa preprocess` folder, or CSV, SQuAD JSON, JSONL, parquet, Arrow, "
+        "a datasets folder or hf:OWNER/NAME[:split]",
+        required=True,
+    )
     out: str | None = setting(help="run folder", required=True)
     validation: str | None = setting(help="validation file (default: validation.jsonl in the --data folder)")
     resume: bool = setting(False, help="continue from the last checkpoint in --out")
