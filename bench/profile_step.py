@@ -56,15 +56,12 @@ def classify(name: str, shapes: str, rank: int, vocab: int) -> str:
     return "norms, activations, elementwise"
 
 
-def summarise(prof, steps: int, rank: int, vocab: int) -> dict[str, float]:
-    """Seconds per step by class, from the profiler's events."""
+def summarise(prof, steps: int, step_total: float, rank: int, vocab: int) -> dict[str, float]:
+    """Seconds per step by class, from the profiler's events; `step_total`: the profiled steps' wall time."""
     events = prof.events()
     spans = {"optimizer": [], "data and masks": []}
-    step_total = 0.0
     for e in events:
-        if e.name.startswith("ProfilerStep#"):
-            step_total += e.cpu_time_total / 1e6
-        elif e.name.startswith("Optimizer.step#"):
+        if e.name.startswith("Optimizer.step#"):
             spans["optimizer"].append((e.time_range.start, e.time_range.end))
         elif "DataLoader" in e.name and "__next__" in e.name:
             spans["data and masks"].append((e.time_range.start, e.time_range.end))
@@ -105,8 +102,16 @@ def main() -> None:
         activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule, record_shapes=True, with_stack=False
     )
 
+    walls = []  # each step's wall time, data loading included (from the end of the step before)
+
     class Step(TrainerCallback):
+        last = None
+
         def on_step_end(self, *_, **__):
+            now = time.perf_counter()
+            if self.last is not None:
+                walls.append(now - self.last)
+            self.last = now
             profiler.step()
 
     build = run_module.build_trainer
@@ -134,7 +139,9 @@ def main() -> None:
     if args.trace:
         args.trace.parent.mkdir(parents=True, exist_ok=True)
         profiler.export_chrome_trace(str(args.trace))
-    per_step, step_seconds = summarise(profiler, args.steps, rank, vocab)
+    # the profiler records steps 2 .. steps+1 (one warm-up step after the first)
+    recorded = sum(walls[: args.steps + 1][1:]) if len(walls) > args.steps else sum(walls[-args.steps :])
+    per_step, step_seconds = summarise(profiler, args.steps, recorded, rank, vocab)
     rows = [[name, f"{per_step[name]:.2f}", f"{per_step[name] / step_seconds:.1%}"] for name in CLASSES]
     rows.append(["one step", f"{step_seconds:.2f}", "100%"])
     results = Results("profile_step", "Where a training step goes — bench/profile_step.py")
