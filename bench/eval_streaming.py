@@ -99,7 +99,7 @@ def main() -> None:
     base = sum(bare) / len(bare)
     labels = {
         "bare": "bare LLM.generate, one call (mean of first and last)",
-        "koqa": "koqa eval: every question in flight, answers saved per step",
+        "koqa": "koqa eval: every question in flight, answers saved as they finish",
         "chunked": "koqa eval: 64-question chunks (earlier path)",
     }
     rows = []
