@@ -66,13 +66,13 @@ class EvalConfig:
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
     chunk_size: int = setting(
         64,
-        help="transformers backend: answers are saved after every chunk of this many questions "
-        "(vLLM keeps every question in flight and saves each answer as it finishes)",
+        help="transformers backend: answers are saved after every chunk of this many questions; "
+        "vLLM keeps every question in flight and saves answers as they finish",
         check=POSITIVE,
     )
     vllm_compile: bool = setting(False, help="torch.compile in the vLLM engine: faster generation, longer start-up")
     tensor_parallel_size: int = setting(
-        1, help="vLLM: GPUs each layer is split over (a model too large for one GPU)", check=POSITIVE
+        1, help="vLLM: GPUs each layer is split over, for a model too large for one GPU", check=POSITIVE
     )
     pipeline_parallel_size: int = setting(1, help="vLLM: GPUs the layers are divided between", check=POSITIVE)
 
