@@ -33,7 +33,7 @@ def parse_hub_id(source: str) -> tuple[str, str | None]:
 
 def _table_rows(table, file: str) -> Rows:
     for index, item in enumerate(table.to_pylist()):
-        yield f"row {index}", item
+        yield str(index), item  # named "row N" in messages, N as in dataset[N]
 
 
 def parquet_rows(path: Path) -> Rows:
@@ -65,7 +65,7 @@ def arrow_rows(path: Path) -> Rows:
 
 def _dataset_rows(dataset, file: str) -> Rows:
     for index, item in enumerate(dataset):
-        yield f"row {index}", item
+        yield str(index), item  # named "row N" in messages, N as in dataset[N]
 
 
 def _pick_split(splits: dict, split: str | None, file: str, how: str):
