@@ -31,8 +31,8 @@ def parse_hub_id(source: str) -> tuple[str, str | None]:
     return name, (split or None)
 
 
-def _table_rows(table, file: str) -> Rows:
-    for index, item in enumerate(table.to_pylist()):
+def _indexed(rows) -> Rows:
+    for index, item in enumerate(rows):
         yield str(index), item  # named "row N" in messages, N as in dataset[N]
 
 
@@ -44,7 +44,7 @@ def parquet_rows(path: Path) -> Rows:
         table = pyarrow.parquet.read_table(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise KoqaError(f"not a readable parquet file: {str(exc).splitlines()[0][:200]}", file=str(path)) from None
-    return _table_rows(table, str(path))
+    return _indexed(table.to_pylist())
 
 
 def arrow_rows(path: Path) -> Rows:
@@ -57,15 +57,10 @@ def arrow_rows(path: Path) -> Rows:
         try:
             with pyarrow.memory_map(str(path)) as source:
                 table = opener(source).read_all()
-            return _table_rows(table, str(path))
+            return _indexed(table.to_pylist())
         except (pyarrow.ArrowException, OSError) as exc:
             errors.append(str(exc).splitlines()[0][:120])
     raise KoqaError(f"not a readable Arrow file: {errors[-1]}", file=str(path))
-
-
-def _dataset_rows(dataset, file: str) -> Rows:
-    for index, item in enumerate(dataset):
-        yield str(index), item  # named "row N" in messages, N as in dataset[N]
 
 
 def _pick_split(splits: dict, split: str | None, file: str, how: str):
@@ -100,7 +95,7 @@ def folder_rows(path: Path, split: str | None = None) -> Rows:
         raise KoqaError(f"not a readable datasets folder: {str(exc).splitlines()[0][:200]}", file=file) from None
     if isinstance(dataset, DatasetDict):
         dataset = _pick_split(dataset, split, file, f"pass the split's own folder, e.g. {path / list(dataset)[0]}")
-    return _dataset_rows(dataset, file)
+    return _indexed(dataset)
 
 
 def _offline() -> bool:
@@ -127,4 +122,4 @@ def hub_rows(source: str) -> Rows:
         raise KoqaError(str(exc).splitlines()[0][:200], file=source, fix="name a split: hf:OWNER/NAME:SPLIT") from None
     if isinstance(loaded, datasets.DatasetDict):
         loaded = _pick_split(loaded, split, source, f"name a split: {HUB_PREFIX}{name}:{list(loaded)[0]}")
-    return _dataset_rows(loaded, source)
+    return _indexed(loaded)

@@ -50,15 +50,12 @@ def missing_packages(names: Iterable[str]) -> list[tuple[str, str]]:
 def check_report_to(names: Iterable[str]) -> list[str]:
     """The trackers asked for, each known and installed ("none" and "" ask for none)."""
     chosen = [n for n in names if n and n != "none"]
-    for name in chosen:
-        if name not in TRACKERS:
-            raise KoqaError(f"unknown tracker '{name}'", field="report_to", fix=f"use {', '.join(TRACKERS)}")
-        if importlib.util.find_spec(PACKAGES[name]) is None:
-            raise KoqaError(
-                f"report_to {name} needs the {PACKAGES[name]} package, which is not installed",
-                field="report_to",
-                fix="pip install 'koqa[trackers]'",
-            )
+    unknown = [n for n in chosen if n not in TRACKERS]
+    if unknown:
+        raise KoqaError(f"unknown tracker '{unknown[0]}'", field="report_to", fix=f"use {', '.join(TRACKERS)}")
+    missing = missing_packages(chosen)
+    if missing:
+        raise KoqaError(missing[0][1], field="report_to")
     return chosen
 
 
