@@ -96,8 +96,16 @@ class VLLMGenerator:
     def _requests(prompts: Sequence[list[int]], params: GenerationParams):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        sampling = SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens, stop=list(params.stop))
+        # only finished answers are read: the default (cumulative) kind would make the engine build a
+        # partial output for every request in flight at every step, in this process
+        sampling = SamplingParams(
+            temperature=0.0,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop),
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
         if params.passages is not None:
             from koqa.eval.span_vllm import PASSAGE_KEY
 
