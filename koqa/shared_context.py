@@ -93,10 +93,11 @@ def shared_context_examples(records, renderer, max_questions: int = 8) -> tuple[
     return examples, excluded
 
 
-def branch_attention_mask(position_ids, padding_mask, dtype, sliding_window: int | None = None):
+def branch_attention_mask(position_ids, padding_mask, dtype, sliding_window: int | None = None, boolean: bool = False):
     """Additive [batch, 1, seq, seq] mask: causal, a branch sees the passage and itself, padding
     sees only itself. With `sliding_window`, keys further back than the window (in positions) are
-    masked too, as a sliding-window layer does."""
+    masked too, as a sliding-window layer does. `boolean`: True where a query may attend instead,
+    which SDPA reads faster than an additive mask (eager attention adds the mask: it needs floats)."""
     import torch
 
     seq = position_ids.shape[1]
@@ -120,6 +121,8 @@ def branch_attention_mask(position_ids, padding_mask, dtype, sliding_window: int
     if sliding_window:
         allowed &= (position_ids[:, :, None] - position_ids[:, None, :]) < sliding_window
     allowed |= torch.eye(seq, dtype=torch.bool, device=position_ids.device)[None]  # padding rows: no NaN
+    if boolean:
+        return allowed[:, None]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=position_ids.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
@@ -127,21 +130,23 @@ def branch_attention_mask(position_ids, padding_mask, dtype, sliding_window: int
 
 def model_attention_masks(model_config, position_ids, padding_mask, dtype):
     """What the model's forward takes as `attention_mask` for shared-context sequences: one mask,
-    or one per layer type where the model mixes full and sliding-window attention (Gemma 3)."""
+    or one per layer type where the model mixes full and sliding-window attention (Gemma 3).
+    Boolean where the model attends through SDPA, additive in `dtype` otherwise."""
     config = model_config.get_text_config()
+    boolean = getattr(model_config, "_attn_implementation", None) == "sdpa"
+
+    def mask(window=None):
+        return branch_attention_mask(position_ids, padding_mask, dtype, window, boolean=boolean)
+
     layer_types = set(getattr(config, "layer_types", None) or [])
     window = getattr(config, "sliding_window", None)
     if not window or getattr(config, "use_sliding_window", True) is False:
-        return branch_attention_mask(position_ids, padding_mask, dtype)
+        return mask()
     if layer_types == {"full_attention"}:
-        return branch_attention_mask(position_ids, padding_mask, dtype)
-    sliding = branch_attention_mask(position_ids, padding_mask, dtype, window)
+        return mask()
     if "full_attention" in layer_types:
-        return {
-            "full_attention": branch_attention_mask(position_ids, padding_mask, dtype),
-            "sliding_attention": sliding,
-        }
-    return sliding
+        return {"full_attention": mask(), "sliding_attention": mask(window)}
+    return mask(window)
 
 
 class SharedContextCollator:

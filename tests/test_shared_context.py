@@ -227,3 +227,20 @@ def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, 
         ]
     )
     assert bad.returncode != 0 and "shared_context needs answer_only_logits" in bad.stderr
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_the_boolean_mask_allows_what_the_additive_mask_leaves_at_zero(window):
+    """SDPA gets the boolean form of the shared-context mask, eager attention the additive one: the
+    same keys for every query (two branches, padding, and a sliding window)."""
+    import torch
+
+    from koqa.shared_context import branch_attention_mask
+
+    position_ids = torch.tensor([[0, 1, 2, 3, 4, 3, 4, 5, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8]])
+    padding = torch.tensor([[1] * 8 + [0], [1] * 9])
+    additive = branch_attention_mask(position_ids, padding, torch.bfloat16, window)
+    boolean = branch_attention_mask(position_ids, padding, torch.bfloat16, window, boolean=True)
+    assert boolean.dtype == torch.bool and boolean.shape == additive.shape == (2, 1, 9, 9)
+    assert torch.equal(boolean, additive == 0)
+    assert not boolean[0, 0, 5, 3] and boolean[0, 0, 5, 2]  # the second branch does not see the first
