@@ -122,7 +122,13 @@ class F1Evaluation(TrainerCallback):
         from koqa.eval.scoring import score_questions
 
         started = time.perf_counter()
-        raw = self.answers_vllm(model) if self.backend == "vllm" else self.answers_in_process(model)
+        if self.backend == "vllm":
+            raw = self.answers_vllm(model)
+        else:
+            from koqa.train.speed import uncompiled
+
+            with uncompiled():
+                raw = self.answers_in_process(model)
         predictions = {
             r.id: postprocess(text, r.context, self.normalize, "off", self.renderer.no_answer)
             for r, text in zip(self.records, raw)

@@ -278,6 +278,13 @@ def build_trainer(
     )
     if evaluation is not None:
         evaluation.attach(trainer)
+    from koqa.runtime import pick_device
+    from koqa.train.speed import compile_layers, too_short_to_compile
+
+    short = too_short_to_compile(config, len(examples), int(os.environ.get("WORLD_SIZE", "1")))
+    trainer.compiled_loss = compile_layers(
+        trainer.model, config.compile_layers, pick_device(), method.quantized, short
+    )
     from koqa import console
 
     if console.quiet():  # koqa logs a line per logging step instead of the bar and the dict dumps
@@ -339,8 +346,11 @@ def validate(model, tokenizer, run: RunFolder, config: TrainConfig) -> dict:
         checkpoint="final",  # the weights in memory are the final ones
         batch_size=config.validation_batch_size,
     )
+    from koqa.train.speed import uncompiled
+
     try:
-        result = evaluate(eval_config, generator=generator)
+        with uncompiled():
+            result = evaluate(eval_config, generator=generator)
     finally:
         generator.close()
     return {k: v for k, v in result["metrics"].items() if k in ("f1", "exact_match", "token_f1", "n")}

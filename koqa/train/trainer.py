@@ -60,6 +60,7 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         self.questions_seen = questions_seen
         self.lr_lambda = lr_lambda
         self.loraplus_lr_ratio = loraplus_lr_ratio
+        self.compiled_loss = False  # set where the decoder layers are compiled (koqa/train/speed.py)
         super().__init__(*args, **kwargs)
         self._total_train_tokens = tokens_seen  # TRL counts from 0 in every process; --resume continues
 
@@ -125,7 +126,7 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         finally:
             hook.remove()
         logits = outputs.logits  # [answer tokens, vocab]
-        loss_sum = F.cross_entropy(logits.float(), gathered, reduction="sum")
+        loss_sum = (compiled_loss_sum if self.compiled_loss else loss_sum_fp32)(logits, gathered)
         count = gathered.new_tensor(gathered.numel())
         denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
         loss = loss_sum / denominator
@@ -139,6 +140,16 @@ class AnswerOnlySFTTrainer(SFTTrainer):
             self._total_train_tokens += int(padding.sum().item()) if padding is not None else int(labels.numel())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
+
+
+def loss_sum_fp32(logits, target):
+    """Summed cross-entropy of the answer tokens, computed in fp32."""
+    return F.cross_entropy(logits.float(), target, reduction="sum")
+
+
+# The same, compiled: the fp32 copy of the [answer tokens, vocab] logits, the log-softmax and its
+# backward become two passes over the bf16 logits instead of several over an fp32 copy
+compiled_loss_sum = torch.compile(loss_sum_fp32, dynamic=True)
 
 
 def current_rss_mb() -> float | None:
