@@ -101,7 +101,9 @@ class TrainConfig:
     # LoRA / QLoRA
     lora_r: int = setting(16, help="LoRA rank", check=POSITIVE)
     lora_alpha: int = setting(32, help="LoRA scaling numerator", check=POSITIVE)
-    lora_dropout: float = setting(0.05, help="dropout on the LoRA input", check=BELOW_ONE)
+    lora_dropout: float = setting(
+        0.0, help="dropout on the LoRA input; it draws a random mask for every adapted layer", check=BELOW_ONE
+    )
     target_modules: list[str] = setting(DEFAULT_TARGETS, help="module names that get LoRA weights")
     skip_layers: int = setting(0, help="LoRA only on layers >= this index", check=NON_NEGATIVE)
     use_dora: bool = setting(False, help="DoRA: LoRA on the direction of each weight, plus a learnt magnitude")
@@ -129,6 +131,10 @@ class TrainConfig:
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
     attn_implementation: str | None = setting(help="eager, sdpa... (default: the model's)")
     gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
+    compile_layers: bool | None = setting(
+        help="torch.compile each decoder layer (fused norms, activations, LoRA and residuals); unset: on "
+        "where the device's compiler is found and the method is not qlora",
+    )
     # data augmentation (koqa/data_tools/counterfactual.py, synthetic_questions.py)
     counterfactual_copies: int = setting(0, help="copies of each passage with its answers swapped", check=NON_NEGATIVE)
     synthetic_questions: int = setting(0, help="questions made from each passage's own sentences", check=NON_NEGATIVE)
