@@ -149,7 +149,7 @@ def log_scores(report_to: Iterable[str], metrics: dict, out: Path, *, prefix: st
         joined = record.get(name)
         where = f"the training run's {name} run" if joined else f"a new {name} run in {out}"
         try:
-            {"tensorboard": _tensorboard, "wandb": _wandb, "mlflow": _mlflow}[name](values, out, joined, joined_run)
+            {"tensorboard": _tensorboard, "wandb": _wandb, "mlflow": _mlflow}[name](values, out, joined)
         except Exception as exc:  # the scores are written already: a tracker that fails costs only its copy
             reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             log.warning("%s did not take the %s metrics (they are in %s): %s", name, prefix, out, reason)
@@ -157,7 +157,7 @@ def log_scores(report_to: Iterable[str], metrics: dict, out: Path, *, prefix: st
         log.info("logged %d %s metrics to %s", len(values), prefix, where)
 
 
-def _tensorboard(values: dict, out: Path, joined: dict | None, joined_run: Path | None) -> None:
+def _tensorboard(values: dict, out: Path, joined: dict | None) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     folder = Path(joined["log_dir"]) if joined else out / "tensorboard"
@@ -167,7 +167,7 @@ def _tensorboard(values: dict, out: Path, joined: dict | None, joined_run: Path 
     writer.close()
 
 
-def _wandb(values: dict, out: Path, joined: dict | None, joined_run: Path | None) -> None:
+def _wandb(values: dict, out: Path, joined: dict | None) -> None:
     import wandb
 
     if joined:
@@ -180,7 +180,7 @@ def _wandb(values: dict, out: Path, joined: dict | None, joined_run: Path | None
     run.finish()
 
 
-def _mlflow(values: dict, out: Path, joined: dict | None, joined_run: Path | None) -> None:
+def _mlflow(values: dict, out: Path, joined: dict | None) -> None:
     import mlflow
 
     if joined:
