@@ -17,7 +17,9 @@ step, --steps steps are recorded with shapes; each operator's own time is put in
 - data and masks: the data loader and the collator (shared-context masks are built there);
 - Python and the rest: the step's wall time not covered by an operator.
 
-Seconds are per step; the shares add to 100%. `--trace` also writes a Chrome trace.
+Seconds are per step; the shares add to 100%. `--trace` also writes a Chrome trace; `--set
+key=value` changes the recipe (`--set compile_layers=true --warmup 4`: compiled layers, after the
+steps that compile them; `--set lora_dropout=0.05 --set compile_layers=false`: the step before them).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--trace", type=Path)
+    parser.add_argument(
+        "--set", action="append", default=[], help="key=value over the recipe (e.g. compile_layers=true)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="unrecorded steps first (compiling needs a few)")
     args = parser.parse_args()
 
     import torch
@@ -97,7 +103,7 @@ def main() -> None:
     vocab = AutoConfig.from_pretrained(model).vocab_size
     recipe = read_config_file(str(Path(__file__).parents[1] / "koqa" / "configs" / "korquad_hour.yaml"))
     rank = int(recipe["lora_r"])
-    schedule = torch.profiler.schedule(wait=0, warmup=1, active=args.steps, repeat=1)
+    schedule = torch.profiler.schedule(wait=args.warmup - 1, warmup=1, active=args.steps, repeat=1)
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule, record_shapes=True, with_stack=False
     )
@@ -129,8 +135,8 @@ def main() -> None:
         sets = [f"{k}={json.dumps(v)}" for k, v in recipe.items() if k not in ("max_minutes", "schedule_over")]
         config = load(
             TrainConfig,
-            sets=[*sets, "logging_steps=1", "save_steps=100000"],
-            flags={"data": str(data), "out": str(Path(tmp) / "run"), "max_steps": args.steps + 2},
+            sets=[*sets, "logging_steps=1", "save_steps=100000", *args.set],
+            flags={"data": str(data), "out": str(Path(tmp) / "run"), "max_steps": args.steps + args.warmup + 1},
         )
         started = time.perf_counter()
         with profiler:
@@ -139,17 +145,22 @@ def main() -> None:
     if args.trace:
         args.trace.parent.mkdir(parents=True, exist_ok=True)
         profiler.export_chrome_trace(str(args.trace))
-    # the profiler records steps 2 .. steps+1 (one warm-up step after the first)
-    recorded = sum(walls[: args.steps + 1][1:]) if len(walls) > args.steps else sum(walls[-args.steps :])
+    # the profiler records the steps after the first --warmup ones; walls[i] is step i+2's time
+    recorded = sum(walls[args.warmup - 1 : args.warmup - 1 + args.steps])
     per_step, step_seconds = summarise(profiler, args.steps, recorded, rank, vocab)
     rows = [[name, f"{per_step[name]:.2f}", f"{per_step[name] / step_seconds:.1%}"] for name in CLASSES]
     rows.append(["one step", f"{step_seconds:.2f}", "100%"])
-    results = Results("profile_step", "Where a training step goes — bench/profile_step.py")
+    name, title = "profile_step", "Where a training step goes — bench/profile_step.py"
+    if args.set:
+        name += "-" + "-".join("".join(c if c.isalnum() else "_" for c in s) for s in args.set)
+        title += " " + " ".join(f"--set {s}" for s in args.set)
+    results = Results(name, title)
     print(results.table(["class", "seconds per step", "share"], rows))
     print(
         results.note(
-            f"The korquad_hour recipe (LoRA r={rank}, shared contexts, batch {recipe['batch_size']}) on KorQuAD "
-            f"training articles, {args.steps} profiled steps after one warm-up ({wall:.0f} s in all with the "
+            f"The korquad_hour recipe (LoRA r={rank}, shared contexts, batch {recipe['batch_size']}"
+            f"{''.join(', ' + s for s in args.set)}) on KorQuAD training articles, {args.steps} profiled steps "
+            f"after {args.warmup} warm-up step{'s' if args.warmup > 1 else ''} ({wall:.0f} s in all with the "
             "profiler on); operators' own CPU time by class, the rest of each step's wall time as Python."
         )
     )
