@@ -3,10 +3,9 @@ and that a compiled run trains to the same losses as an eager one."""
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
+from test_train import koqa, losses
 
 from conftest import TINY_TRAINING
 from koqa.config import load
@@ -84,38 +83,15 @@ def test_a_compiled_run_trains_to_the_eager_losses_and_validates(tmp_path, tiny_
     runs = {}
     for name, compiled in (("eager", "false"), ("compiled", "true")):
         out = tmp_path / name
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "koqa.cli",
-                "sft",
-                "--data",
-                str(dacon_train),
-                "--out",
-                str(out),
-                "--model",
-                str(tiny_model_dir),
-                "--max-steps",
-                "3",
-                *TINY_TRAINING,
-                "--set",
-                "lora_dropout=0",
-                "--set",
-                f"compile_layers={compiled}",
-                *(validation if compiled == "true" else []),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
+        flags = ["--max-steps", "3", *TINY_TRAINING, "--set", "lora_dropout=0", "--set", f"compile_layers={compiled}"]
+        extra = validation if compiled == "true" else []
+        result = koqa(
+            ["sft", "--data", str(dacon_train), "--out", str(out), "--model", str(tiny_model_dir), *flags, *extra]
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert ("decoder layers compiled" in result.stderr) == (compiled == "true")
         runs[name] = out
-    curves = {
-        name: [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
-        for name, out in runs.items()
-    }
+    curves = {name: losses(out) for name, out in runs.items()}
     assert len(curves["eager"]) == len(curves["compiled"]) == 3
     assert curves["compiled"] == pytest.approx(curves["eager"], rel=2e-2)
     metrics = json.loads((runs["compiled"] / "metrics.json").read_text())
