@@ -44,8 +44,8 @@ def decoder_layers(model) -> list:
     return [module for module in base.modules() if type(module).__name__ in names]
 
 
-# compiling takes about half a minute on a CPU (docs/benchmarks.md): runs shorter than these do not
-# win it back, and unset `compile_layers` leaves them uncompiled
+# compiling slows the first steps (docs/benchmarks.md, "A training step before and after"): runs
+# shorter than these do not win it back, and unset `compile_layers` leaves them uncompiled
 MIN_STEPS_TO_COMPILE = 50
 MIN_MINUTES_TO_COMPILE = 5.0
 
