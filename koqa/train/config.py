@@ -133,7 +133,7 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
     compile_layers: bool | None = setting(
         help="torch.compile each decoder layer (fused norms, activations, LoRA and residuals); unset: on "
-        "where the device's compiler is found and the method is not qlora",
+        "where the device's compiler is found, the method is not qlora and the run has 50+ steps or 5+ minutes",
     )
     # data augmentation (koqa/data_tools/counterfactual.py, synthetic_questions.py)
     counterfactual_copies: int = setting(0, help="copies of each passage with its answers swapped", check=NON_NEGATIVE)
