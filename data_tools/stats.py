@@ -1,7 +1,8 @@
 """Token, morpheme and sentence counts per record, and the length-statistics report.
 
 Counting is batched: every distinct text is tokenized once (questions share contexts), the model
-tokenizer encodes whole batches in Rust, and kiwipiepy analyses the batch on all cores.
+tokenizer encodes whole batches in Rust, and kiwipiepy analyses the batch on all cores, on threads
+of its own while the tokenizer counts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from koqa.data_tools.morphemes import SENTENCE_FINAL, kiwi
+from koqa.data_tools.morphemes import SENTENCE_FINAL, Background, kiwi
 from koqa.data_tools.records import QARecord
 
 PERCENTILES = (50, 90, 95, 99)
@@ -59,34 +60,79 @@ def morpheme_counts(texts: Sequence[str]) -> tuple[list[int], list[int]]:
     return [morphemes[p] for p in pos], [sentences[p] for p in pos]
 
 
+@dataclass
+class RecordMorphemes:
+    contexts: list[int]
+    context_sentences: list[int]
+    questions: list[int]
+    answers: list[int]
+
+
+def _answers(records: Sequence[QARecord]) -> list[str]:
+    return [r.answers[0] if r.answers else "" for r in records]
+
+
+def record_morphemes(records: Sequence[QARecord]) -> RecordMorphemes:
+    ctx_m, ctx_s = morpheme_counts([r.context for r in records])
+    q_m, _ = morpheme_counts([r.question for r in records])
+    a_m, _ = morpheme_counts(_answers(records))
+    return RecordMorphemes(ctx_m, ctx_s, q_m, a_m)
+
+
+def count_morphemes_in_background(records: Sequence[QARecord]) -> Background[RecordMorphemes]:
+    """Start the kiwipiepy analysis, the longest part of counting, on threads of its own."""
+    return Background(record_morphemes, records)
+
+
+@dataclass
+class RecordTokens:
+    contexts: list[int]
+    questions: list[int]
+    answers: list[int]
+    prompts: list[int]  # the whole rendered prompt, before any cutting
+
+
+def record_tokens(
+    records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
+) -> RecordTokens:
+    """Model-tokenizer counts; `frame_lengths(questions)` gives the prompt tokens around the context."""
+    questions = [r.question for r in records]
+    contexts = token_counts(tokenizer, [r.context for r in records])
+    frame = frame_lengths(questions)
+    return RecordTokens(
+        contexts,
+        token_counts(tokenizer, questions),
+        token_counts(tokenizer, _answers(records)),
+        [f + c for f, c in zip(frame, contexts)],
+    )
+
+
+def combine_counts(
+    records: Sequence[QARecord], tokens: RecordTokens, morphemes: RecordMorphemes
+) -> list[RecordCounts]:
+    return [
+        RecordCounts(
+            tokens.contexts[i],
+            tokens.questions[i],
+            tokens.answers[i],
+            tokens.prompts[i],
+            morphemes.contexts[i],
+            morphemes.questions[i],
+            morphemes.answers[i],
+            morphemes.context_sentences[i],
+            len(answer.split()),
+        )
+        for i, answer in enumerate(_answers(records))
+    ]
+
+
 def count_records(
     records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
 ) -> list[RecordCounts]:
-    """Counts for every record; `frame_lengths(questions)` gives the prompt tokens around the context."""
-    contexts = [r.context for r in records]
-    questions = [r.question for r in records]
-    answers = [r.answers[0] if r.answers else "" for r in records]
-    ctx_tok = token_counts(tokenizer, contexts)
-    q_tok = token_counts(tokenizer, questions)
-    a_tok = token_counts(tokenizer, answers)
-    frame = frame_lengths(questions)
-    ctx_m, ctx_s = morpheme_counts(contexts)
-    q_m, _ = morpheme_counts(questions)
-    a_m, _ = morpheme_counts(answers)
-    return [
-        RecordCounts(
-            ctx_tok[i],
-            q_tok[i],
-            a_tok[i],
-            frame[i] + ctx_tok[i],
-            ctx_m[i],
-            q_m[i],
-            a_m[i],
-            ctx_s[i],
-            len(answers[i].split()),
-        )
-        for i in range(len(records))
-    ]
+    """Every count of every record, the morpheme analysis running alongside the token counts."""
+    morphemes = count_morphemes_in_background(records)
+    tokens = record_tokens(records, tokenizer, frame_lengths)
+    return combine_counts(records, tokens, morphemes.result())
 
 
 def count_records_per_row(records: Sequence[QARecord], tokenizer, renderer) -> list[RecordCounts]:
@@ -191,11 +237,11 @@ def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> st
     return "\n".join(lines) + "\n"
 
 
-def prompt_length_histogram(counts: Sequence[RecordCounts], max_length: int, path) -> None:
+def prompt_length_histogram(prompt_tokens: Sequence[int], max_length: int, path) -> None:
     from koqa.plots import new_figure, write_png
 
     fig, ax = new_figure()
-    ax.hist([c.prompt_tokens for c in counts], bins=50, color="#4477aa")
+    ax.hist(prompt_tokens, bins=50, color="#4477aa")
     ax.axvline(max_length, color="#cc3311", linestyle="--", label=f"max_length = {max_length}")
     ax.set_xlabel("prompt tokens (model tokenizer, before cutting)")
     ax.set_ylabel("records")

@@ -11,6 +11,8 @@ moment it starts: `quiet_descriptors` points it at the log file while the engine
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -83,13 +85,54 @@ def _quiet_libraries() -> None:
 
 def _route_transformers_logging() -> None:
     """transformers logs through a handler of its own that writes to the terminal and does not pass
-    records on; hand its records to the handlers here instead."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
+    records on; hand its records to the handlers here instead: now if transformers is loaded, else
+    when it is (importing it takes over a second, and commands such as preprocess never need it)."""
+    module = sys.modules.get(_HF_LOGGING)
+    if module is not None:
+        _propagate(module)
+    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(_HF_LOGGING, _propagate))
+
+
+_HF_LOGGING = "transformers.utils.logging"
+
+
+def _propagate(hf_logging) -> None:
     hf_logging.disable_default_handler()
     hf_logging.enable_propagation()
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` once the module named `name` has been imported."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # one use; and the lookup below must not find this finder again
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _ThenLoader(spec.loader, self.then)
+        return spec
+
+
+class _ThenLoader(importlib.abc.Loader):
+    def __init__(self, loader, then):
+        self.loader, self.then = loader, then
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.then(module)
+
+    def __getattr__(self, name):  # get_source, get_data, is_package...: the wrapped loader's
+        return getattr(self.loader, name)
 
 
 def quiet() -> bool:

@@ -11,11 +11,19 @@ from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
 from koqa.config import BELOW_ONE, POSITIVE, check, columns_setting, encoding_setting, setting
+from koqa.data_tools.morphemes import load_in_background
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
 from koqa.data_tools.records import BadRow, QARecord, write_jsonl
 from koqa.data_tools.split import korquad_article_split, split_by_context
-from koqa.data_tools.stats import build_stats, count_records, prompt_length_histogram, stats_markdown
+from koqa.data_tools.stats import (
+    build_stats,
+    combine_counts,
+    count_morphemes_in_background,
+    prompt_length_histogram,
+    record_tokens,
+    stats_markdown,
+)
 from koqa.errors import KoqaError
 
 log = logging.getLogger(__name__)
@@ -106,6 +114,7 @@ def preprocess(config: PreprocessConfig) -> dict:
     check(config)
     inputs, out_dir = config.inputs, config.out
     started = time.perf_counter()
+    load_in_background()  # kiwipiepy's model loads while the input is read
     records: list[QARecord] = []
     bad_rows: list[BadRow] = []
     has_answers = True
@@ -128,21 +137,10 @@ def preprocess(config: PreprocessConfig) -> dict:
         raise KoqaError("no usable records in the input", file=", ".join(inputs))
 
     still_span = normalise_answers(records, config.answer_normalization)
+    morphemes = count_morphemes_in_background(records)  # kiwipiepy analyses while the tokenizer counts
     template = PromptTemplate.load(config.template)
     tokenizer = prompt_tokenizer(resolve_model(config.model), chat=template.chat)
     renderer = PromptRenderer(tokenizer, template, max_length=config.max_length)
-    counts = count_records(records, tokenizer, renderer.frame_lengths)
-    stats = build_stats(
-        records,
-        counts,
-        max_length=config.max_length,
-        answer_in_context=[s for s, r in zip(still_span, records) if r.answers],
-    )
-    stats["excluded_rows"] = len(bad_rows)
-    stats["inputs"] = list(map(str, inputs))
-
-    rows = [dict(r.to_json(), **vars(c)) for r, c in zip(records, counts)]
-    by_id = {r["id"]: r for r in rows}
     if config.split == "none" or not has_answers:
         splits = {"all": records}
     elif config.split == "korquad-articles":
@@ -151,15 +149,26 @@ def preprocess(config: PreprocessConfig) -> dict:
     else:
         train, validation = split_by_context(records, config.validation_fraction, config.seed)
         splits = {"train": train, "validation": validation}
-    stats["splits"] = {name: len(part) for name, part in splits.items()}
     # the outputs replace an earlier run's as one unit: no stale train.jsonl or rejected.csv stays behind
     with OutputFolder(out_dir, OUTPUTS) as out:
+        tokens = record_tokens(records, tokenizer, renderer.frame_lengths)
+        prompt_length_histogram(tokens.prompts, config.max_length, out / "prompt_tokens_hist.png")
+        counts = combine_counts(records, tokens, morphemes.result())
+        stats = build_stats(
+            records,
+            counts,
+            max_length=config.max_length,
+            answer_in_context=[s for s, r in zip(still_span, records) if r.answers],
+        )
+        stats["excluded_rows"] = len(bad_rows)
+        stats["inputs"] = list(map(str, inputs))
+        stats["splits"] = {name: len(part) for name, part in splits.items()}
+        rows = {r.id: dict(r.to_json(), **vars(c)) for r, c in zip(records, counts)}
         for name, part in splits.items():
-            write_jsonl(out / f"{name}.jsonl", (by_id[r.id] for r in part))
+            write_jsonl(out / f"{name}.jsonl", (rows[r.id] for r in part))
         if bad_rows:
             _write_rejected(out / "rejected.csv", bad_rows)
         stats["seconds"] = round(time.perf_counter() - started, 2)
         write_json(out / "stats.json", stats)
         write_text(out / "stats.md", stats_markdown(stats))
-        prompt_length_histogram(counts, config.max_length, out / "prompt_tokens_hist.png")
     return stats

@@ -54,6 +54,23 @@ def test_an_error_of_a_library_still_reaches_the_terminal(tmp_path, capfd, resto
     assert "the engine died" in capfd.readouterr().err
 
 
+def test_transformers_is_routed_when_imported_later_and_not_imported_by_setup(tmp_path):
+    # a fresh interpreter: transformers must not be loaded yet (preprocess and score never need it)
+    script = f"""
+import sys
+from koqa import console
+log_file = console.setup(False, {str(tmp_path)!r})
+assert "transformers" not in sys.modules, "setup imported transformers"
+from transformers.utils import logging as hf_logging
+assert hf_logging.__loader__.__class__.__name__ != "_ThenLoader"
+hf_logging.get_logger("transformers.modeling_utils").warning("a late library warning")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "a late library warning" not in result.stderr
+    assert "a late library warning" in (tmp_path / console.LOG_FILE).read_text(encoding="utf-8")
+
+
 def test_verbose_shows_everything_and_writes_no_file(tmp_path, capfd, restore_logging):
     assert console.setup(True, tmp_path) is None
     logging.getLogger("transformers").warning("a library warning")

@@ -143,3 +143,38 @@ def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-2000:]
+
+
+def test_batched_counts_with_background_morphemes_equal_a_plain_per_row_loop(default_model_dir):
+    from koqa.data_tools.records import QARecord
+    from koqa.data_tools.stats import count_records, count_records_per_row
+    from koqa.plain_tokenizer import prompt_tokenizer
+    from koqa.prompting import PromptRenderer, PromptTemplate
+
+    def record(id_, context, question, answers):
+        return QARecord(id=id_, context=context, question=question, answers=answers, answer_starts=[0] * len(answers))
+
+    # Dacon's rows share contexts; one question asked twice, one record without an answer, one more sentence
+    records = [record(i, c, q, [a]) for i, c, q, a in DACON_ROWS]
+    records += [
+        record("again", DACON_ROWS[1][1], DACON_ROWS[1][2], [DACON_ROWS[1][3]]),
+        record("none", DACON_ROWS[0][1], "답이 없는 질문은?", []),
+        record("longer", DACON_ROWS[2][1] + " 끝.", DACON_ROWS[2][2], ["끝"]),
+    ]
+    tokenizer = prompt_tokenizer(str(default_model_dir))
+    renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"))
+    batched = count_records(records, tokenizer, renderer.frame_lengths)
+    assert batched == count_records_per_row(records, tokenizer, renderer)
+    assert batched[-2].answer_morphemes == 0 and batched[-1].context_sentences == batched[2].context_sentences + 1
+
+
+def test_an_error_on_the_background_thread_reaches_the_caller():
+    from koqa.data_tools.morphemes import Background
+
+    def fails():
+        raise KoqaError("the analyser failed", field="context")
+
+    job = Background(fails)
+    with pytest.raises(KoqaError, match="the analyser failed"):
+        job.result()
+    assert Background(sorted, [3, 1, 2]).result() == [1, 2, 3]
