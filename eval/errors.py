@@ -62,10 +62,22 @@ def _tokens(text: str):
 
 
 def _analyse_batch(texts) -> None:
+    _ANALYSED.update(_morphemes_of([t for t in texts if t not in _ANALYSED]))
+
+
+def _morphemes_of(texts) -> dict[str, list]:
     from koqa.data_tools.morphemes import kiwi
 
-    todo = list(dict.fromkeys(t for t in texts if t not in _ANALYSED))
-    _ANALYSED.update(zip(todo, kiwi().tokenize(todo)))
+    todo = list(dict.fromkeys(texts))
+    return dict(zip(todo, kiwi().tokenize(todo)))
+
+
+def analyse_in_background(records: Sequence):
+    """Load kiwipiepy and analyse the questions and gold answers on a thread of their own (while the
+    answers are generated); hand the result to `analyse`, which then has only the predictions left."""
+    from koqa.data_tools.morphemes import Background
+
+    return Background(_morphemes_of, [r.question for r in records] + [a for r in records for a in r.answers])
 
 
 def quantities(text: str) -> list[tuple[str, str]]:
@@ -159,11 +171,13 @@ def answer_type(answer: str) -> str:
     return "other"
 
 
-def analyse(records: Sequence, rows: Sequence[dict]) -> dict:
+def analyse(records: Sequence, rows: Sequence[dict], analysed=None) -> dict:
     """Classify each row (adds `error`, `question_type`, `answer_type` to the rows of score_questions)
     and return the breakdowns for metrics.json: error-class counts, and F1/EM with intervals by
-    question type and by answer type."""
+    question type and by answer type. `analysed`: what `analyse_in_background(records)` started."""
     by_id = {r.id: r for r in records}
+    if analysed is not None:
+        _ANALYSED.update(analysed.result())
     texts = [r.question for r in records] + [a for r in records for a in r.answers]
     _analyse_batch(texts + [row["prediction"] for row in rows if row["em"] != 1.0])
     try:

@@ -12,6 +12,7 @@ from koqa.config import check
 from koqa.data_tools.normalize import build_normalizer
 from koqa.eval.config import EvalConfig
 from koqa.eval.ensemble import evaluate_ensemble
+from koqa.eval.errors import analyse_in_background
 from koqa.eval.pipeline import generate_answers, postprocess, prepare_eval, read_eval_records
 from koqa.eval.report import score_and_report
 
@@ -26,6 +27,8 @@ def evaluate(config: EvalConfig, generator=None, generators: list | None = None)
     records = read_eval_records(config)
     prepared = prepare_eval(records, config, config.adapter[0] if config.adapter else None)
     out = Path(config.out)
+    # the error analysis's morphemes of questions and gold answers come while the engine starts
+    analysed = analyse_in_background(records) if all(r.has_gold for r in records) else None
     generated = generate_answers(prepared, out, config, generator)
     normalize = build_normalizer(config.answer_normalization)
     no_answer = prepared.renderer.no_answer
@@ -40,7 +43,7 @@ def evaluate(config: EvalConfig, generator=None, generators: list | None = None)
         questions_per_second=round(generated["generated"] / elapsed, 3) if elapsed else None,
     )
     settings = {**prepared.settings(config), "answer_normalization": ",".join(config.answer_normalization)}
-    result = score_and_report(records, predictions, out, config, settings, extra)
+    result = score_and_report(records, predictions, out, config, settings, extra, analysed)
     if config.report_to and result["metrics"]:
         from koqa.trackers import log_scores
 

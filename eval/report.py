@@ -82,18 +82,24 @@ def _f1_histogram(values: Sequence[float], path: Path) -> None:
 
 
 def score_and_report(
-    records: list, predictions: dict, out: Path, config, settings: dict, extra_metrics: dict | None = None
+    records: list,
+    predictions: dict,
+    out: Path,
+    config,
+    settings: dict,
+    extra_metrics: dict | None = None,
+    analysed=None,
 ) -> dict:
     """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
     the F1 histogram, all replacing an earlier run's as one unit. Returns the metrics ({} without
-    gold answers) and the rows."""
+    gold answers) and the rows. `analysed`: see `koqa.eval.errors.analyse`."""
     with_gold = all(r.has_gold for r in records)
     metrics, analysis = {}, {}
     if with_gold:
         rows, metrics = score_questions(records, predictions, morphemes=config.morphemes)
         add_intervals(rows, metrics)
         metrics.update(extra_metrics or {})
-        analysis = analyse(records, rows)
+        analysis = analyse(records, rows, analysed)
         metrics.update(analysis)
     else:
         rows = [{"id": r.id, "question": r.question, "prediction": predictions[r.id]} for r in records]

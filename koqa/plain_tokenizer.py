@@ -37,6 +37,7 @@ class PlainTokenizer:
         self.bos_token_id = self._special_id(config.get("bos_token"))
         self.eos_token_id = self._special_id(config.get("eos_token"))
         self.pad_token_id = self._special_id(config.get("pad_token"))
+        self._encode_batch_ids = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
 
     def _special_id(self, token) -> int | None:
         if isinstance(token, dict):
@@ -50,7 +51,9 @@ class PlainTokenizer:
             if return_offsets_mapping:
                 out["offset_mapping"] = encoded.offsets
             return out
-        batch = self.backend.encode_batch(list(text), add_special_tokens=add_special_tokens)
+        # without offsets, the batch encoder that skips them (tokenizers >= 0.20) gives the same ids
+        encode = self.backend.encode_batch if return_offsets_mapping else self._encode_batch_ids
+        batch = encode(list(text), add_special_tokens=add_special_tokens)
         out = Encoding(input_ids=[e.ids for e in batch])
         if return_offsets_mapping:
             out["offset_mapping"] = [e.offsets for e in batch]
