@@ -17,7 +17,6 @@ parameters x answer tokens, the same for every row.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -66,6 +65,7 @@ def baseline(model_dir, examples, batch_size, steps, max_length=1024):
 
 def koqa_run(data_file, out_dir, steps, batch_size, overrides):
     from koqa.config import load
+    from koqa.runs import RunFolder
     from koqa.train import TrainConfig, train
 
     sets = [
@@ -77,8 +77,7 @@ def koqa_run(data_file, out_dir, steps, batch_size, overrides):
         *overrides,
     ]
     train(load(TrainConfig, sets=sets, flags={"data": str(data_file), "out": str(out_dir), "max_steps": steps + 1}))
-    rows = [json.loads(x) for x in (Path(out_dir) / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    steps_rows = [r for r in rows if "loss" in r]
+    steps_rows = [r for r in RunFolder(Path(out_dir)).log_rows() if "loss" in r]
     # the first step warms up; tokens and seconds of the others
     tokens = steps_rows[-1]["num_tokens"] - steps_rows[0]["num_tokens"]
     seconds = steps_rows[-1]["elapsed_s"] - steps_rows[0]["elapsed_s"]

@@ -21,7 +21,6 @@ columns compare each row's loss at every step with today's step over all --steps
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -46,8 +45,9 @@ TOLERANCE = 0.05  # the loss may differ from today's step by this share of its m
 
 
 def step_rows(run: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    return [r for r in rows if "loss" in r]
+    from koqa.runs import RunFolder
+
+    return [r for r in RunFolder(run).log_rows() if "loss" in r]
 
 
 def run_row(data: Path, out: Path, steps: int, overrides: list[str]) -> list[dict]:
