@@ -159,7 +159,7 @@ def main() -> None:
         results.note(
             "The first row is the headline: every question distinct, as in Dacon, with the copies' wording "
             "made up by varied openings; its command ran --repeats times (the median against the target, "
-            "as one run's time varies by up to a fifth on a shared machine). The second row's copies are "
+            "the range beside it). The second row's copies are "
             "identical, so its counting mostly measures deduplication."
         )
     )

@@ -86,7 +86,7 @@ def _quiet_libraries() -> None:
 def _route_transformers_logging() -> None:
     """transformers logs through a handler of its own that writes to the terminal and does not pass
     records on; hand its records to the handlers here instead: now if transformers is loaded, else
-    when it is (importing it takes over a second, and commands such as preprocess never need it)."""
+    when it is (importing it is slow, and commands such as preprocess never need it)."""
     module = sys.modules.get(_HF_LOGGING)
     if module is not None:
         _propagate(module)
