@@ -1,8 +1,9 @@
 """Token, morpheme and sentence counts per record, and the length-statistics report.
 
 Counting is batched: every distinct text is tokenized once (questions share contexts), the model
-tokenizer encodes whole batches in Rust, and kiwipiepy analyses the batch on all cores, on threads
-of its own while the tokenizer counts.
+tokenizer encodes whole batches in Rust, and kiwipiepy analyses the batch on all cores while the
+tokenizer counts: in a process of its own in `koqa preprocess` (`KiwiProcess`, which loads kiwipiepy
+while the input is read), else on a thread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from koqa.data_tools.morphemes import SENTENCE_FINAL, Background, kiwi
+from koqa.data_tools.morphemes import SENTENCE_FINAL, Background, KiwiProcess, kiwi
 from koqa.data_tools.records import QARecord
 
 PERCENTILES = (50, 90, 95, 99)
@@ -72,16 +73,27 @@ def _answers(records: Sequence[QARecord]) -> list[str]:
     return [r.answers[0] if r.answers else "" for r in records]
 
 
-def record_morphemes(records: Sequence[QARecord]) -> RecordMorphemes:
-    ctx_m, ctx_s = morpheme_counts([r.context for r in records])
-    q_m, _ = morpheme_counts([r.question for r in records])
-    a_m, _ = morpheme_counts(_answers(records))
+def text_morphemes(contexts: Sequence[str], questions: Sequence[str], answers: Sequence[str]) -> RecordMorphemes:
+    ctx_m, ctx_s = morpheme_counts(contexts)
+    q_m, _ = morpheme_counts(questions)
+    a_m, _ = morpheme_counts(answers)
     return RecordMorphemes(ctx_m, ctx_s, q_m, a_m)
 
 
-def count_morphemes_in_background(records: Sequence[QARecord]) -> Background[RecordMorphemes]:
-    """Start the kiwipiepy analysis, the longest part of counting, on threads of its own."""
-    return Background(record_morphemes, records)
+def record_morphemes(records: Sequence[QARecord]) -> RecordMorphemes:
+    return text_morphemes([r.context for r in records], [r.question for r in records], _answers(records))
+
+
+def count_morphemes_in_background(
+    records: Sequence[QARecord], process: KiwiProcess | None = None
+) -> Background[RecordMorphemes] | KiwiProcess[RecordMorphemes]:
+    """Start the kiwipiepy analysis, the longest part of counting, beside the caller: in `process`
+    (started earlier, so that kiwipiepy has loaded there meanwhile), else on a thread of this process
+    with its shared analyser. `.result()` waits for it."""
+    if process is None:
+        return Background(record_morphemes, records)
+    texts = ([r.context for r in records], [r.question for r in records], _answers(records))
+    return process.submit(text_morphemes, *texts)
 
 
 @dataclass
@@ -127,10 +139,14 @@ def combine_counts(
 
 
 def count_records(
-    records: Sequence[QARecord], tokenizer, frame_lengths: Callable[[Sequence[str]], list[int]]
+    records: Sequence[QARecord],
+    tokenizer,
+    frame_lengths: Callable[[Sequence[str]], list[int]],
+    process: KiwiProcess | None = None,
 ) -> list[RecordCounts]:
-    """Every count of every record, the morpheme analysis running alongside the token counts."""
-    morphemes = count_morphemes_in_background(records)
+    """Every count of every record, the morpheme analysis running alongside the token counts (in
+    `process` if given, see count_morphemes_in_background)."""
+    morphemes = count_morphemes_in_background(records, process)
     tokens = record_tokens(records, tokenizer, frame_lengths)
     return combine_counts(records, tokens, morphemes.result())
 

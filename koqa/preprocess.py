@@ -11,7 +11,7 @@ from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
 from koqa.config import BELOW_ONE, POSITIVE, check, columns_setting, encoding_setting, setting
-from koqa.data_tools.morphemes import load_in_background
+from koqa.data_tools.morphemes import KiwiProcess
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
 from koqa.data_tools.records import BadRow, QARecord, write_jsonl
@@ -106,15 +106,18 @@ def _write_rejected(path: Path, bad_rows: Sequence[BadRow]) -> None:
 
 def preprocess(config: PreprocessConfig) -> dict:
     """`koqa preprocess`: read, normalise, count, report and split `config.inputs` into `config.out`."""
+    check(config)
+    with KiwiProcess() as analyser:  # kiwipiepy loads in a process of its own while the input is read
+        return _preprocess(config, analyser)
 
+
+def _preprocess(config: PreprocessConfig, analyser: KiwiProcess) -> dict:
     from koqa.model_store import resolve_model
     from koqa.plain_tokenizer import prompt_tokenizer
     from koqa.prompting import PromptRenderer, PromptTemplate
 
-    check(config)
     inputs, out_dir = config.inputs, config.out
     started = time.perf_counter()
-    load_in_background()  # kiwipiepy's model loads while the input is read
     records: list[QARecord] = []
     bad_rows: list[BadRow] = []
     has_answers = True
@@ -137,7 +140,7 @@ def preprocess(config: PreprocessConfig) -> dict:
         raise KoqaError("no usable records in the input", file=", ".join(inputs))
 
     still_span = normalise_answers(records, config.answer_normalization)
-    morphemes = count_morphemes_in_background(records)  # kiwipiepy analyses while the tokenizer counts
+    morphemes = count_morphemes_in_background(records, analyser)  # analysed there while the tokenizer counts
     template = PromptTemplate.load(config.template)
     tokenizer = prompt_tokenizer(resolve_model(config.model), chat=template.chat)
     renderer = PromptRenderer(tokenizer, template, max_length=config.max_length)

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -145,7 +146,7 @@ def test_preprocess_counts_with_the_training_tokenizer_and_leaves_torch_out(tmp_
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-2000:]
 
 
-def test_batched_counts_with_background_morphemes_equal_a_plain_per_row_loop(default_model_dir):
+def test_batched_counts_with_morphemes_on_a_thread_or_in_a_process_equal_a_plain_per_row_loop(default_model_dir):
     from koqa.data_tools.records import QARecord
     from koqa.data_tools.stats import count_records, count_records_per_row
     from koqa.plain_tokenizer import prompt_tokenizer
@@ -163,8 +164,11 @@ def test_batched_counts_with_background_morphemes_equal_a_plain_per_row_loop(def
     ]
     tokenizer = prompt_tokenizer(str(default_model_dir))
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"))
+    from koqa.data_tools.morphemes import KiwiProcess
+
     batched = count_records(records, tokenizer, renderer.frame_lengths)
     assert batched == count_records_per_row(records, tokenizer, renderer)
+    assert count_records(records, tokenizer, renderer.frame_lengths, KiwiProcess()) == batched  # as preprocess
     assert batched[-2].answer_morphemes == 0 and batched[-1].context_sentences == batched[2].context_sentences + 1
 
 
@@ -178,3 +182,30 @@ def test_an_error_on_the_background_thread_reaches_the_caller():
     with pytest.raises(KoqaError, match="the analyser failed"):
         job.result()
     assert Background(sorted, [3, 1, 2]).result() == [1, 2, 3]
+
+
+def test_a_kiwi_process_returns_the_job_s_result_and_raises_its_error():
+    from koqa.data_tools.morphemes import KiwiProcess
+
+    assert KiwiProcess().submit(sorted, [3, 1, 2]).result() == [1, 2, 3]
+    assert KiwiProcess().submit(print, "what the job prints is not its answer").result() is None
+    with pytest.raises(ValueError, match="invalid literal"):
+        KiwiProcess().submit(int, "x").result()
+    with pytest.raises(RuntimeError, match="ended without an answer \\(exit code 3\\)"):
+        KiwiProcess().submit(os._exit, 3).result()
+    with KiwiProcess() as unused:
+        pass
+    assert unused._process.returncode is not None  # ended with the block, not left loading
+
+
+def test_preprocess_from_a_script_without_a_main_guard_runs_once(tmp_path, dacon_train):
+    script = tmp_path / "notebook.py"
+    script.write_text(
+        "from koqa.preprocess import PreprocessConfig, preprocess\n"
+        f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('ran\\n')\n"
+        f"preprocess(PreprocessConfig(inputs=[{str(dacon_train)!r}], out={str(tmp_path / 'pp')!r}))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"
+    assert json.loads((tmp_path / "pp" / "stats.json").read_text())["records"] > 0
