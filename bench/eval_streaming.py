@@ -7,9 +7,10 @@ zero-shot, greedy, the vLLM backend. Each row runs in a fresh process and its cl
 engine start and the engine stop (vLLM's shutdown, which a bare script also waits for when it exits;
 on a CPU it ends by killing the engine after its 5 s grace period):
 
-- bare: the prompts rendered beforehand, then an engine with koqa's settings (`VLLMGenerator`), one
-  `LLM.generate` over all of them, and the engine's shutdown: the floor. Its time without the
-  shutdown is printed too.
+- bare: the prompts rendered beforehand (with the tokenizer koqa eval renders with, which imports
+  neither torch nor transformers: both rows import those and vLLM inside their clocks), then an
+  engine with koqa's settings (`VLLMGenerator`), one `LLM.generate` over all of them, and the
+  engine's shutdown: the floor. Its time without the shutdown is printed too.
 - koqa eval: the whole command (read, render, engine start, every question in flight with each
   step's answers appended to the log, scores, report).
 - koqa eval, 64-question chunks: the same with the earlier path (generate a chunk, save it, next).
@@ -42,17 +43,20 @@ def one(kind: str, questions: int, out: Path) -> dict:
     from koqa.eval.evaluate import evaluate
 
     if kind == "bare":
-        from transformers import AutoTokenizer
+        import sys
 
         from koqa.eval.backends import GenerationParams
         from koqa.eval.pipeline import DEFAULT_MAX_LENGTH
         from koqa.model_store import resolve_model
+        from koqa.plain_tokenizer import prompt_tokenizer
         from koqa.prompting import DEFAULT_TEMPLATE, PromptRenderer, PromptTemplate
 
         model = resolve_model(None)
-        renderer = PromptRenderer(
-            AutoTokenizer.from_pretrained(model), PromptTemplate.load(DEFAULT_TEMPLATE), max_answer_tokens=MAX_NEW
-        )
+        # the tokenizer koqa eval renders with (tokenizers alone): torch, transformers and vLLM are
+        # then imported inside both clocks, by the engine
+        template = PromptTemplate.load(DEFAULT_TEMPLATE)
+        renderer = PromptRenderer(prompt_tokenizer(model, chat=template.chat), template, max_answer_tokens=MAX_NEW)
+        assert "torch" not in sys.modules, "the bare row must import torch inside its clock, as koqa eval does"
         records = korquad_split()[1][:questions]
         prompts = [renderer.render(r.context, r.question).ids for r in records]
         started = time.perf_counter()
