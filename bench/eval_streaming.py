@@ -43,8 +43,6 @@ def one(kind: str, questions: int, out: Path) -> dict:
     from koqa.eval.evaluate import evaluate
 
     if kind == "bare":
-        import sys
-
         from koqa.eval.backends import GenerationParams
         from koqa.eval.pipeline import DEFAULT_MAX_LENGTH
         from koqa.model_store import resolve_model

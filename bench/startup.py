@@ -27,11 +27,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Results, korquad_split  # noqa: E402
 
 
-def write_dacon(path: Path, records) -> None:
+def write_csv(path: Path, header: list[str], rows) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "context", "question", "answer"])
-        writer.writerows((r.id, r.context, r.question, r.answers[0]) for r in records)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_dacon(path: Path, records) -> None:
+    write_csv(
+        path, ["id", "context", "question", "answer"], ((r.id, r.context, r.question, r.answers[0]) for r in records)
+    )
 
 
 def timed(command: list[str], repeats: int) -> list[float]:
@@ -53,10 +59,9 @@ def main() -> None:
         folder = Path(tmp)
         write_dacon(folder / "ten.csv", records[:10])
         write_dacon(folder / "gold.csv", records[:1000])
-        with open(folder / "pred.csv", "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "answer"])
-            writer.writerows((r.id, r.answers[0][:-1] or r.answers[0]) for r in records[:1000])
+        write_csv(
+            folder / "pred.csv", ["id", "answer"], ((r.id, r.answers[0][:-1] or r.answers[0]) for r in records[:1000])
+        )
         commands = [
             ("`koqa --help`", [*koqa, "--help"]),
             ("`koqa preprocess` of a ten-row Dacon CSV", [*koqa, "preprocess", str(folder / "ten.csv"), "--out"]),

@@ -80,19 +80,15 @@ def text_morphemes(contexts: Sequence[str], questions: Sequence[str], answers: S
     return RecordMorphemes(ctx_m, ctx_s, q_m, a_m)
 
 
-def record_morphemes(records: Sequence[QARecord]) -> RecordMorphemes:
-    return text_morphemes([r.context for r in records], [r.question for r in records], _answers(records))
-
-
 def count_morphemes_in_background(
     records: Sequence[QARecord], process: KiwiProcess | None = None
 ) -> Background[RecordMorphemes] | KiwiProcess[RecordMorphemes]:
     """Start the kiwipiepy analysis, the longest part of counting, beside the caller: in `process`
     (started earlier, so that kiwipiepy has loaded there meanwhile), else on a thread of this process
     with its shared analyser. `.result()` waits for it."""
-    if process is None:
-        return Background(record_morphemes, records)
     texts = ([r.context for r in records], [r.question for r in records], _answers(records))
+    if process is None:
+        return Background(text_morphemes, *texts)
     return process.submit(text_morphemes, *texts)
 
 
