@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from koqa.data_tools.morphemes import Background, KiwiProcess
 from koqa.eval.metrics import char_f1, normalize_answer
 
 ERROR_CLASSES = ("empty", "answered", "number/unit", "boundary", "overlap", "other span", "not in passage")
@@ -48,36 +50,48 @@ FEW_CHARS = 3
 UNIT_TAGS = ("NR", "NNB", "SW", "SL")
 
 
+class Morpheme(NamedTuple):
+    """What the analysis reads of one of kiwipiepy's tokens (which do not pickle, and so cannot come
+    back from a KiwiProcess)."""
+
+    form: str
+    tag: str
+    start: int
+    len: int
+
+
 # morphemes of the texts analyse() is about to classify, analysed in one batch (kiwipiepy spreads a
 # batch over its threads; one call per text is several times slower)
-_ANALYSED: dict[str, list] = {}
+_ANALYSED: dict[str, list[Morpheme]] = {}
 
 
-def _tokens(text: str):
+def _tokens(text: str) -> list[Morpheme]:
     if text in _ANALYSED:
         return _ANALYSED[text]
-    from koqa.data_tools.morphemes import kiwi
-
-    return kiwi().tokenize(text)
+    return _morphemes_of([text])[text]
 
 
 def _analyse_batch(texts) -> None:
     _ANALYSED.update(_morphemes_of([t for t in texts if t not in _ANALYSED]))
 
 
-def _morphemes_of(texts) -> dict[str, list]:
+def _morphemes_of(texts) -> dict[str, list[Morpheme]]:
     from koqa.data_tools.morphemes import kiwi
 
     todo = list(dict.fromkeys(texts))
-    return dict(zip(todo, kiwi().tokenize(todo)))
+    analysed = kiwi().tokenize(todo)
+    return {text: [Morpheme(t.form, t.tag, t.start, t.len) for t in tokens] for text, tokens in zip(todo, analysed)}
 
 
-def analyse_in_background(records: Sequence):
-    """Load kiwipiepy and analyse the questions and gold answers on a thread of their own (while the
-    answers are generated); hand the result to `analyse`, which then has only the predictions left."""
-    from koqa.data_tools.morphemes import Background
-
-    return Background(_morphemes_of, [r.question for r in records] + [a for r in records for a in r.answers])
+def analyse_in_background(records: Sequence, process: KiwiProcess | None = None) -> Background | KiwiProcess:
+    """Analyse the questions and gold answers beside the caller (while the answers are generated): in
+    `process`, else on a thread of this process with its shared analyser; hand the result to
+    `analyse`, which then has only the predictions left. A process is what `koqa eval` uses: kiwipiepy
+    holds the GIL while it loads, which on a thread delays the engine's start by as long."""
+    texts = [r.question for r in records] + [a for r in records for a in r.answers]
+    if process is None:
+        return Background(_morphemes_of, texts)
+    return process.submit(_morphemes_of, texts)
 
 
 def quantities(text: str) -> list[tuple[str, str]]:

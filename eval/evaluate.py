@@ -6,9 +6,11 @@ more are an ensemble (koqa.eval.ensemble).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from koqa.config import check
+from koqa.data_tools.morphemes import KiwiProcess
 from koqa.data_tools.normalize import build_normalizer
 from koqa.eval.config import EvalConfig
 from koqa.eval.ensemble import evaluate_ensemble
@@ -25,10 +27,18 @@ def evaluate(config: EvalConfig, generator=None, generators: list | None = None)
     if len(config.adapter) > 1:
         return evaluate_ensemble(config, generators)
     records = read_eval_records(config)
+    with contextlib.ExitStack() as stack:  # a kiwipiepy process still running is ended on the way out
+        analysed = None
+        if all(r.has_gold for r in records):
+            # the error analysis's morphemes of questions and gold answers come while the engine starts
+            analysed = analyse_in_background(records, stack.enter_context(KiwiProcess()))
+        return _evaluate_one(config, records, generator, analysed)
+
+
+def _evaluate_one(config: EvalConfig, records: list, generator, analysed) -> dict:
+    """One adapter (or the base model) on `records`; `analysed`: the error analysis's morphemes, coming."""
     prepared = prepare_eval(records, config, config.adapter[0] if config.adapter else None)
     out = Path(config.out)
-    # the error analysis's morphemes of questions and gold answers come while the engine starts
-    analysed = analyse_in_background(records) if all(r.has_gold for r in records) else None
     generated = generate_answers(prepared, out, config, generator)
     normalize = build_normalizer(config.answer_normalization)
     no_answer = prepared.renderer.no_answer

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from koqa.data_tools.morphemes import KiwiProcess
 from koqa.data_tools.records import QARecord
 from koqa.eval.errors import analyse, analyse_in_background, answer_type, classify_error, quantities, question_type
 
@@ -111,6 +112,11 @@ def test_analysis_counts_every_wrong_answer_once_and_groups_with_intervals():
     early = [dict(row) for row in rows]
     assert analyse(records, early, analysed=analyse_in_background(records)) == analyse(records, rows)
     assert early == rows
+    # and so does analysing them in a kiwipiepy process of their own, as koqa eval does
+    in_process = [dict(row) for row in rows]
+    with KiwiProcess() as process:
+        assert analyse(records, in_process, analysed=analyse_in_background(records, process)) == analyse(records, rows)
+    assert in_process == rows
     analysis = analyse(records, rows)
     assert analysis["errors"] == {
         "empty": 1,
