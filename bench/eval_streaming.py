@@ -87,6 +87,19 @@ def run_order(pairs: int) -> list[str]:
     return ["bare", "koqa"] * pairs + ["chunked", "bare"]
 
 
+def neighbour_ratios(timeline: list[tuple[str, float]]) -> list[float]:
+    """Each koqa eval run's seconds over the mean of the nearest bare run before it and after it: the
+    machine's speed drifts over a run of the script, and these compare runs minutes apart."""
+    ratios = []
+    for i, (kind, seconds) in enumerate(timeline):
+        if kind != "koqa":
+            continue
+        before = [s for k, s in timeline[:i] if k == "bare"][-1:]
+        after = [s for k, s in timeline[i + 1 :] if k == "bare"][:1]
+        ratios.append(seconds / (sum(before + after) / len(before + after)))
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=1287)
@@ -98,13 +111,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             Path(args.json).write_text(json.dumps(one(args.one, args.questions, Path(tmp) / "eval")))
         return
-    measured = {}
+    measured, timeline = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for n, kind in enumerate(run_order(args.pairs)):
             path = Path(tmp) / f"{n}.json"
             cmd = [sys.executable, __file__, "--one", kind, "--questions", str(args.questions), "--json", str(path)]
             subprocess.run(cmd, check=True)
             measured.setdefault(kind, []).append(json.loads(path.read_text()))
+            timeline.append((kind, measured[kind][-1]["seconds"]))
             print(kind, measured[kind][-1], flush=True)
     seconds = {kind: [m["seconds"] for m in runs] for kind, runs in measured.items()}
     mean = {kind: sum(values) / len(values) for kind, values in seconds.items()}
@@ -133,6 +147,7 @@ def main() -> None:
     headers = ["run", "runs", "seconds, in run order", "mean s (engine start and stop included)", "vs bare", "F1"]
     print(results.table(headers, rows))
     ratio = mean["koqa"] / base
+    local = ", ".join(f"{r:.3f}" for r in neighbour_ratios(timeline))
     spread = (max(seconds["bare"]) - min(seconds["bare"])) / base
     print(
         results.note(
@@ -140,8 +155,9 @@ def main() -> None:
             f"{MAX_NEW} new tokens; each run a fresh process, in the order {', '.join(run_order(args.pairs))}. "
             f"The bare runs spread over {spread:.1%} of their mean; they took {before_stop:.1f} s on average "
             f"before the engine's shutdown (koqa eval against that: {mean['koqa'] / before_stop:.3f}x). koqa "
-            f"eval within 5% of bare: {'yes' if ratio <= 1.05 else 'NO'} ({ratio:.3f}x). CPU only: no GPU was "
-            "reachable, where chunk tails cost most."
+            f"eval within 5% of bare: {'yes' if ratio <= 1.05 else 'NO'} ({ratio:.3f}x); each koqa eval run "
+            f"against the bare runs on either side of it: {local}. CPU only: no GPU was reachable, where "
+            "chunk tails cost most."
         )
     )
     results.write()
