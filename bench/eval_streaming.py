@@ -103,7 +103,9 @@ def neighbour_ratios(timeline: list[tuple[str, float]]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=1287)
-    parser.add_argument("--pairs", type=int, default=2, help="bare/koqa eval pairs (the machine's noise is ~5%%)")
+    parser.add_argument(
+        "--pairs", type=int, default=2, help="bare/koqa eval pairs (one of each cannot tell the machine's drift apart)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -26,7 +26,7 @@ import difflib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from koqa.data_tools.morphemes import Background, KiwiProcess
+from koqa.data_tools.morphemes import Background, KiwiProcess, kiwi
 from koqa.eval.metrics import char_f1, normalize_answer
 
 ERROR_CLASSES = ("empty", "answered", "number/unit", "boundary", "overlap", "other span", "not in passage")
@@ -76,11 +76,14 @@ def _analyse_batch(texts) -> None:
 
 
 def _morphemes_of(texts) -> dict[str, list[Morpheme]]:
-    from koqa.data_tools.morphemes import kiwi
-
     todo = list(dict.fromkeys(texts))
     analysed = kiwi().tokenize(todo)
     return {text: [Morpheme(t.form, t.tag, t.start, t.len) for t in tokens] for text, tokens in zip(todo, analysed)}
+
+
+def _gold_texts(records: Sequence) -> list[str]:
+    """The questions and gold answers, whose morphemes every analysis of these records reads."""
+    return [r.question for r in records] + [a for r in records for a in r.answers]
 
 
 def analyse_in_background(records: Sequence, process: KiwiProcess | None = None) -> Background | KiwiProcess:
@@ -88,7 +91,7 @@ def analyse_in_background(records: Sequence, process: KiwiProcess | None = None)
     `process`, else on a thread of this process with its shared analyser; hand the result to
     `analyse`, which then has only the predictions left. A process is what `koqa eval` uses: kiwipiepy
     holds the GIL while it loads, which on a thread delays the engine's start by as long."""
-    texts = [r.question for r in records] + [a for r in records for a in r.answers]
+    texts = _gold_texts(records)
     if process is None:
         return Background(_morphemes_of, texts)
     return process.submit(_morphemes_of, texts)
@@ -192,7 +195,7 @@ def analyse(records: Sequence, rows: Sequence[dict], analysed=None) -> dict:
     by_id = {r.id: r for r in records}
     if analysed is not None:
         _ANALYSED.update(analysed.result())
-    texts = [r.question for r in records] + [a for r in records for a in r.answers]
+    texts = _gold_texts(records)
     _analyse_batch(texts + [row["prediction"] for row in rows if row["em"] != 1.0])
     try:
         for row in rows:
