@@ -7,15 +7,19 @@ shared contexts, batch 4) on the KorQuAD training articles for --steps optimiser
 process, with the same seed and so the same batches. The learning rate follows the steps here, not
 the clock, so that every row has the same rate at the same step and the loss curves compare.
 
-    today's step      compile_layers=false, lora_dropout=0.05: the step koqa took before
-    no LoRA dropout   compile_layers=false, lora_dropout=0
-    koqa's default    the recipe as shipped: compiled decoder layers, no LoRA dropout
+    today's step      compile_layers=false, lora_dropout=0.05, attn_implementation=sdpa: the step
+                      koqa took before
+    no LoRA dropout   compile_layers=false, lora_dropout=0, attn_implementation=sdpa
+    compiled layers   attn_implementation=sdpa: compiled decoder layers, SDPA's attention kernels
+    koqa's default    the recipe as shipped: compiled decoder layers, eager (matmul) attention on
+                      CPU, no LoRA dropout
 
 Tokens/s (prompt and answer tokens, padding excluded) and s/step count the steps after --skip:
 compiling happens in the first steps, and its cost is its own column (the first --skip steps' time
 beyond the steady rate). Useful FLOPs are 4 x body parameters x tokens + 4 x LM-head parameters x
-answer tokens (the answer share of the whole training set), the same count for every row. The loss
-columns compare each row's loss at every step with today's step over all --steps steps.
+answer tokens (the answer share of the whole training set), the same count for every row. Peak
+memory is the training process's resident high-water mark over the row's steps. The loss columns
+compare each row's loss at every step with today's step over all --steps steps.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from _common import (  # noqa: E402
 )
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
-TODAY = ["compile_layers=false", "lora_dropout=0.05"]
+TODAY = ["compile_layers=false", "lora_dropout=0.05", "attn_implementation=sdpa"]
 ROWS = [
-    ("today's step (compile_layers=false, lora_dropout=0.05)", TODAY),
-    ("no LoRA dropout (compile_layers=false)", ["compile_layers=false", "lora_dropout=0"]),
-    ("koqa's default (compiled layers, no LoRA dropout)", []),
+    ("today's step (compile_layers=false, lora_dropout=0.05, attn_implementation=sdpa)", TODAY),
+    ("no LoRA dropout (compile_layers=false, attn_implementation=sdpa)", TODAY[:1] + ["lora_dropout=0", TODAY[2]]),
+    ("compiled layers (attn_implementation=sdpa)", TODAY[2:]),
+    ("koqa's default (compiled layers, eager attention, no LoRA dropout)", []),
 ]
 TOLERANCE = 0.05  # the loss may differ from today's step by this share of its mean, step for step
 
@@ -128,6 +133,7 @@ def main() -> None:
                 f"{sum(losses) / len(losses):.4f}",
                 f"{mean_gap:.4f} ({mean_gap / today_mean:.1%})",
                 "yes" if mean_gap <= TOLERANCE * today_mean else "**no**",
+                f"{max(r.get('max_rss_mb', 0) for r in log) / 1024:.1f}",
             ]
         )
     report = Results("step_speed", "A training step before and after — bench/step_speed.py")
@@ -152,6 +158,7 @@ def main() -> None:
                 f"mean loss, steps 1-{args.steps}",
                 "mean abs loss gap to today",
                 "within tolerance",
+                "peak memory GB",
             ],
             table,
         )

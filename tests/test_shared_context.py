@@ -98,11 +98,13 @@ def test_a_template_with_the_question_before_the_context_is_refused(tiny_model_d
         shared_context_examples(records(), renderer_for(tiny_model_dir, template="ko_question_first"))
 
 
-def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir, attention):
     """The trainer's loss on shared-context sequences equals the token-mean cross-entropy of the
-    one-question prompts; the tiny model's sliding window (64) is shorter than the prompts, so the
-    sliding-window mask is exercised as well. In float64, so that only a wrong mask or wrong positions
-    could move the loss (a branch that sees another branch moves it by ~4e-5 of itself)."""
+    one-question prompts, with SDPA (boolean masks) and eager attention (additive masks, koqa's CPU
+    default); the tiny model's sliding window (64) is shorter than the prompts, so the sliding-window
+    mask is exercised as well. In float64, so that only a wrong mask or wrong positions could move
+    the loss (a branch that sees another branch moves it by ~4e-5 of itself)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -118,7 +120,8 @@ def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir):
     shared, _ = shared_context_examples(records(), renderer)
     single, _ = build_examples(records(), renderer)
     assert max(len(e["input_ids"]) for e in single) > 64  # longer than the sliding window
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64, attn_implementation=attention)
+    assert model.config._attn_implementation == attention
     args = TRLConfig(
         output_dir="/tmp/unused-koqa-test",
         per_device_train_batch_size=len(shared),

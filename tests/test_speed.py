@@ -18,6 +18,7 @@ from koqa.train.speed import (
     compiler_missing,
     decoder_layers,
     too_short_to_compile,
+    training_attention,
 )
 
 
@@ -74,22 +75,33 @@ def test_off_short_quantized_or_without_a_compiler_leaves_layers_eager(peft_tiny
     assert compiled() == []
 
 
+def test_training_attention_is_eager_on_cpu_unless_set():
+    assert training_attention(None, "cpu") == "eager"
+    assert training_attention(None, "cuda") is None  # the model's own: SDPA's fused kernels
+    assert training_attention("sdpa", "cpu") == "sdpa"
+    assert training_attention("flash_attention_2", "cuda") == "flash_attention_2"
+
+
 def test_a_compiled_run_trains_to_the_eager_losses_and_validates(tmp_path, tiny_model_dir, dacon_train):
-    """Three steps with and without compiled layers (no dropout, the same seed) give the same losses
-    to bf16/fp32 rounding; the compiled run's validation generates with its layers run eagerly."""
+    """Three steps of koqa's CPU default (compiled layers, eager attention) and of the step before it
+    (uncompiled layers, SDPA attention), no dropout, the same seed, give the same losses to bf16/fp32
+    rounding; the compiled run's validation generates with its layers run eagerly."""
     if compiler_missing("cpu"):
         pytest.skip(f"torch.compile cannot build CPU kernels here: {compiler_missing('cpu')}")
     validation = ["--validation", str(dacon_train), "--set", "validation_limit=2", "--set", "validation_batch_size=2"]
     runs = {}
-    for name, compiled in (("eager", "false"), ("compiled", "true")):
+    for name, compiled, sets in (
+        ("eager", "false", ["--set", "attn_implementation=sdpa"]),
+        ("compiled", "true", validation),
+    ):
         out = tmp_path / name
         flags = ["--max-steps", "3", *TINY_TRAINING, "--set", "lora_dropout=0", "--set", f"compile_layers={compiled}"]
-        extra = validation if compiled == "true" else []
         result = koqa(
-            ["sft", "--data", str(dacon_train), "--out", str(out), "--model", str(tiny_model_dir), *flags, *extra]
+            ["sft", "--data", str(dacon_train), "--out", str(out), "--model", str(tiny_model_dir), *flags, *sets]
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert ("decoder layers compiled" in result.stderr) == (compiled == "true")
+        assert f"attention: {'eager' if compiled == 'true' else 'sdpa'}" in result.stderr
         runs[name] = out
     curves = {name: losses(out) for name, out in runs.items()}
     assert len(curves["eager"]) == len(curves["compiled"]) == 3

@@ -129,7 +129,9 @@ class TrainConfig:
     max_questions_per_context: int = setting(8, help="with shared_context: questions per sequence", check=POSITIVE)
     group_by_length: bool = setting(True, help="batch sequences of similar length")
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
-    attn_implementation: str | None = setting(help="eager, sdpa... (default: the model's)")
+    attn_implementation: str | None = setting(
+        help="eager, sdpa... (default: eager when training on CPU, where it is faster; the model's own elsewhere)"
+    )
     gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
     compile_layers: bool | None = setting(
         help="torch.compile each decoder layer (fused norms, activations, LoRA and residuals); unset: on "

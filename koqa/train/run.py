@@ -299,6 +299,9 @@ def load_base_model(model_path: str, config: TrainConfig, method, dtype):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from koqa.runtime import pick_device
+    from koqa.train.speed import training_attention
+
     kwargs = {"dtype": dtype}
     if method.quantized:
         from transformers import BitsAndBytesConfig
@@ -312,8 +315,10 @@ def load_base_model(model_path: str, config: TrainConfig, method, dtype):
         )
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": 0}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
+    attention = training_attention(config.attn_implementation, pick_device())
+    if attention:
+        kwargs["attn_implementation"] = attention
+        log.info("attention: %s", attention)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if method.quantized:
         from peft import prepare_model_for_kbit_training

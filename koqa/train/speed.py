@@ -98,6 +98,18 @@ def compile_layers(model, setting: bool | None, device: str, quantized: bool, to
     return True
 
 
+def training_attention(setting: str | None, device: str) -> str | None:
+    """The attention implementation a training run loads the model with: `setting` where given;
+    unset, "eager" on CPU, where attention written as two matmuls and a softmax (fused into the
+    compiled layers) trains faster than SDPA's CPU kernels (docs/benchmarks.md, "A training step
+    before and after"); elsewhere None, the model's own (SDPA's fused kernels on CUDA). Eager
+    attention keeps each layer's [heads, sequence, sequence] weights for the backward pass: memory
+    that grows with the square of max_length."""
+    if setting:
+        return setting
+    return "eager" if device == "cpu" else None
+
+
 def uncompiled():
     """A context in which compiled layers run eagerly: generation inside a training run (the F1
     evaluations, the validation) would otherwise compile new graphs for its cached decoding."""
