@@ -10,7 +10,9 @@ step, --steps steps are recorded with shapes; each operator's own time is put in
   vocabulary (forward, and the activation gradients of backward);
 - LoRA matmuls: those with the LoRA rank in their shapes (the adapters' forward and gradients);
 - LM head: matmuls with the vocabulary in their shapes (koqa runs it at answer positions only);
-- attention: scaled-dot-product attention forward and backward;
+- attention: scaled-dot-product attention forward and backward, or eager attention's batched
+  matmuls and softmax (inside compiled layers the softmax is fused with other ops and counts as
+  elementwise);
 - norms, activations and other elementwise ops (RMSNorm's pow/mean/rsqrt/mul, GELU's tanh, adds,
   dropout, casts and copies);
 - optimizer: everything under AdamW's step;
@@ -52,8 +54,11 @@ def classify(name: str, shapes: str, rank: int, vocab: int) -> str:
         if str(vocab) in shapes:
             return "LM head (answer positions)"
         dims = {int(x) for x in shapes.replace("[", " ").replace("]", " ").replace(",", " ").split() if x.isdigit()}
-        return "LoRA matmuls" if rank in dims else "matmuls of frozen weights"
-    if "attention" in name.lower() or "sdpa" in name.lower():
+        if rank in dims:
+            return "LoRA matmuls"
+        # linear layers reach mm/addmm; batched matmuls are eager attention's scores and weighted values
+        return "attention" if name == "aten::bmm" else "matmuls of frozen weights"
+    if any(word in name.lower() for word in ("attention", "sdpa", "softmax")):
         return "attention"
     return "norms, activations, elementwise"
 
