@@ -82,7 +82,7 @@ def test_training_attention_is_eager_on_cpu_unless_set():
     assert training_attention("flash_attention_2", "cuda") == "flash_attention_2"
 
 
-def test_a_compiled_run_trains_to_the_eager_losses_and_validates(tmp_path, tiny_model_dir, dacon_train):
+def test_the_cpu_default_step_trains_to_the_earlier_steps_losses_and_validates(tmp_path, tiny_model_dir, dacon_train):
     """Three steps of koqa's CPU default (compiled layers, eager attention) and of the step before it
     (uncompiled layers, SDPA attention), no dropout, the same seed, give the same losses to bf16/fp32
     rounding; the compiled run's validation generates with its layers run eagerly."""
@@ -91,8 +91,8 @@ def test_a_compiled_run_trains_to_the_eager_losses_and_validates(tmp_path, tiny_
     validation = ["--validation", str(dacon_train), "--set", "validation_limit=2", "--set", "validation_batch_size=2"]
     runs = {}
     for name, compiled, sets in (
-        ("eager", "false", ["--set", "attn_implementation=sdpa"]),
-        ("compiled", "true", validation),
+        ("before", "false", ["--set", "attn_implementation=sdpa"]),
+        ("default", "true", validation),
     ):
         out = tmp_path / name
         flags = ["--max-steps", "3", *TINY_TRAINING, "--set", "lora_dropout=0", "--set", f"compile_layers={compiled}"]
@@ -104,7 +104,7 @@ def test_a_compiled_run_trains_to_the_eager_losses_and_validates(tmp_path, tiny_
         assert f"attention: {'eager' if compiled == 'true' else 'sdpa'}" in result.stderr
         runs[name] = out
     curves = {name: losses(out) for name, out in runs.items()}
-    assert len(curves["eager"]) == len(curves["compiled"]) == 3
-    assert curves["compiled"] == pytest.approx(curves["eager"], rel=2e-2)
-    metrics = json.loads((runs["compiled"] / "metrics.json").read_text())
+    assert len(curves["before"]) == len(curves["default"]) == 3
+    assert curves["default"] == pytest.approx(curves["before"], rel=2e-2)
+    metrics = json.loads((runs["default"] / "metrics.json").read_text())
     assert metrics["validation"]["n"] == 2
