@@ -11,8 +11,8 @@ step, --steps steps are recorded with shapes; each operator's own time is put in
 - LoRA matmuls: those with the LoRA rank in their shapes (the adapters' forward and gradients);
 - LM head: matmuls with the vocabulary in their shapes (koqa runs it at answer positions only);
 - attention: scaled-dot-product attention forward and backward, or eager attention's batched
-  matmuls and softmax (inside compiled layers the softmax is fused with other ops and counts as
-  elementwise);
+  matmuls and softmax; inside compiled layers (`--set compile_layers=true`) eager attention's
+  operators do not reach the trace as these events, and this class then reads 0;
 - norms, activations and other elementwise ops (RMSNorm's pow/mean/rsqrt/mul, GELU's tanh, adds,
   dropout, casts and copies);
 - optimizer: everything under AdamW's step;
