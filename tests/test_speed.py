@@ -83,6 +83,29 @@ def test_training_attention_is_eager_on_cpu_unless_set():
     assert training_attention("flash_attention_2", "cuda") == "flash_attention_2"
 
 
+def test_an_unknown_attention_is_a_one_line_error(tmp_path, tiny_model_dir, dacon_train):
+    result = koqa(
+        [
+            "sft",
+            "--data",
+            str(dacon_train),
+            "--out",
+            str(tmp_path / "run"),
+            "--model",
+            str(tiny_model_dir),
+            "--max-steps",
+            "1",
+            *TINY_TRAINING,
+            "--set",
+            "attn_implementation=bogus",
+        ]
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "attn_implementation" in result.stderr and "'bogus'" in result.stderr
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
 def test_the_cpu_default_step_trains_to_the_earlier_steps_losses_and_validates(tmp_path, tiny_model_dir, dacon_train):
     """Three steps of koqa's CPU default (compiled layers, eager attention) and of the step before it
     (uncompiled layers, SDPA attention), no dropout, the same seed, give the same losses to bf16/fp32

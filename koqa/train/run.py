@@ -319,7 +319,16 @@ def load_base_model(model_path: str, config: TrainConfig, method, dtype):
     if attention:
         kwargs["attn_implementation"] = attention
         log.info("attention: %s", attention)
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except ValueError as error:  # transformers checks the name against the model class as it builds it
+        if not attention or "attn_implementation" not in str(error):
+            raise
+        raise KoqaError(
+            f"{attention!r} is not an attention this model supports here",
+            field="attn_implementation",
+            fix="eager or sdpa, or leave it unset",
+        ) from None
     if method.quantized:
         from peft import prepare_model_for_kbit_training
 
