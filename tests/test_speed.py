@@ -84,26 +84,13 @@ def test_training_attention_is_eager_on_cpu_unless_set():
 
 
 def test_an_unknown_attention_is_a_one_line_error(tmp_path, tiny_model_dir, dacon_train):
-    result = koqa(
-        [
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(tmp_path / "run"),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY_TRAINING,
-            "--set",
-            "attn_implementation=bogus",
-        ]
-    )
+    run = tmp_path / "run"
+    args = ["sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir), "--max-steps", "1"]
+    result = koqa([*args, *TINY_TRAINING, "--set", "attn_implementation=bogus"])
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "attn_implementation" in result.stderr and "'bogus'" in result.stderr
-    assert not (tmp_path / "run" / "adapter").exists()
+    assert not (run / "adapter").exists()
 
 
 def test_the_cpu_default_step_trains_to_the_earlier_steps_losses_and_validates(tmp_path, tiny_model_dir, dacon_train):
