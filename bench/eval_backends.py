@@ -261,7 +261,7 @@ def main() -> None:
         )
 
     if args.full_eval:
-        from koqa.eval.config import EvalConfig
+        from koqa.eval.eval_config import EvalConfig
         from koqa.eval.evaluate import evaluate
 
         out_dir = Path(tempfile.mkdtemp(prefix="koqa-zero-shot-"))

@@ -40,7 +40,7 @@ MAX_NEW = 32
 def one(kind: str, questions: int, out: Path) -> dict:
     """One measurement, in this process."""
     import koqa.eval.vllm_backend as vllm_backend
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 
     if kind == "bare":
@@ -65,8 +65,8 @@ def one(kind: str, questions: int, out: Path) -> dict:
         generated = time.perf_counter() - started
         generator.close()
         return {"seconds": time.perf_counter() - started, "before_stop": generated, "answers": len(outputs)}
-    if kind == "chunked":
-        del vllm_backend.VLLMGenerator.generate_stream  # the earlier path: chunks of chunk_size
+    if kind == "chunked":  # the earlier path: chunks of 64 questions (the chunk size transformers uses)
+        vllm_backend.VLLMGenerator.streams = False
     config = EvalConfig(
         data=str(KORQUAD),
         korquad_split="eval",
@@ -74,7 +74,6 @@ def one(kind: str, questions: int, out: Path) -> dict:
         out=str(out),
         backend="vllm",
         max_new_tokens=MAX_NEW,
-        chunk_size=64,
     )
     started = time.perf_counter()
     result = evaluate(config)

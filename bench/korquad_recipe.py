@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Results, koqa_cli, prepared_korquad  # noqa: E402
-from koqa.config import check  # noqa: E402
 from koqa.eval.compare import CompareConfig, compare  # noqa: E402
+from koqa.settings import check  # noqa: E402
 from koqa.sweep import SweepConfig, sweep  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"

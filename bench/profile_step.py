@@ -99,9 +99,9 @@ def main() -> None:
     from transformers import AutoConfig, TrainerCallback
 
     import koqa.train.run as run_module
-    from koqa.config import load, read_config_file
     from koqa.data_tools.records import write_jsonl
     from koqa.model_store import prepare_default_model
+    from koqa.settings import load, read_config_file
     from koqa.train import TrainConfig, train
 
     model = str(prepare_default_model())

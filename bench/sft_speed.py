@@ -31,7 +31,7 @@ def baseline(model_dir, examples, batch_size, steps, max_length=1024):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from koqa.train.config import DEFAULT_TARGETS
+    from koqa.train.train_config import DEFAULT_TARGETS
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(
@@ -64,8 +64,8 @@ def baseline(model_dir, examples, batch_size, steps, max_length=1024):
 
 
 def koqa_run(data_file, out_dir, steps, batch_size, overrides):
-    from koqa.config import load
     from koqa.runs import RunFolder
+    from koqa.settings import load
     from koqa.train import TrainConfig, train
 
     sets = [
