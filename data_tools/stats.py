@@ -225,6 +225,9 @@ def stats_markdown(stats: dict, title: str = "koqa preprocess statistics") -> st
         f"- prompts over max_length ({stats['max_length']} tokens): {stats['prompts_over_max_length']}"
         " (their context is shortened; instruction, question and answer cue are kept)",
     ]
+    if stats.get("corrected_answer_starts"):
+        moved = stats["corrected_answer_starts"]
+        lines.append(f"- answer_start offsets moved to the nearest occurrence of their answer: {moved}")
     if stats["answer_in_context_rate"] is not None:
         lines.append(f"- normalised answer still a span of its context: {stats['answer_in_context_rate']:.2%}")
     lines += [

@@ -9,6 +9,7 @@ its local cache when ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` is set.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +23,23 @@ def is_hub_id(source: str) -> bool:
     return str(source).startswith(HUB_PREFIX)
 
 
+# OWNER/NAME as the hub spells them, and a split name: a bare NAME would reach the `datasets` builders
+# that read local files (csv, json, parquet...), and '..' a folder outside the working one
+_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SPLIT = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def parse_hub_id(source: str) -> tuple[str, str | None]:
     """``hf:OWNER/NAME[:split]`` → (``OWNER/NAME``, split or None)."""
     spec = str(source)[len(HUB_PREFIX) :]
     name, _, split = spec.partition(":")
-    if not name.strip() or any(part == "" for part in name.split("/")) or name.count("/") > 1:
-        raise KoqaError(f"'{source}' is not a hub dataset id", fix="write hf:OWNER/NAME or hf:NAME, then :SPLIT")
+    parts = name.split("/")
+    plain = len(parts) == 2 and all(_HUB_PART.fullmatch(p) and ".." not in p for p in parts)
+    if not plain or (split and not _SPLIT.fullmatch(split)):
+        raise KoqaError(
+            f"'{source}' is not a hub dataset id",
+            fix="write hf:OWNER/NAME or hf:OWNER/NAME:SPLIT, e.g. hf:KorQuAD/squad_kor_v1:validation",
+        )
     return name, (split or None)
 
 

@@ -47,6 +47,8 @@ class ReadResult:
     records: list[QARecord] = field(default_factory=list)
     bad_rows: list[BadRow] = field(default_factory=list)
     has_answers: bool = True
+    # rows whose answer_start did not point at its answer, corrected to the occurrence nearest it
+    corrected_starts: list[str] = field(default_factory=list)
 
 
 class RecordChecker:
@@ -110,7 +112,9 @@ class RecordChecker:
             if problem:
                 self.bad(row, answers_field, f"an answer {problem}")
                 return None
-        starts = self._starts(context, list(answers), answer_starts)
+        starts = self._starts(row, context, list(answers), answer_starts, answers_field)
+        if starts is None:
+            return None
         missing = next((a for a, s in zip(answers, starts) if s < 0), None)
         if self.check_span and missing is not None:
             self.bad(
@@ -137,14 +141,36 @@ class RecordChecker:
             self.unanswered.append((row, record))
         return record
 
-    @staticmethod
-    def _starts(context: str, answers: list[str], given: object) -> list[int]:
-        """Where each answer starts: the given offset where it is right, else the first occurrence (-1: absent)."""
-        given = given if isinstance(given, (list, tuple)) and len(given) == len(answers) else [None] * len(answers)
-        starts = []
+    def _starts(
+        self, row: object, context: str, answers: list[str], given: object, field_name: str
+    ) -> list[int] | None:
+        """Where each answer starts (-1: absent), or None after reporting a bad row.
+
+        No offsets given (a Dacon CSV, answers as strings): the first occurrence. An offset that is a
+        whole number and points at its answer: kept. One that does not: the occurrence nearest to it,
+        counted in `corrected_starts` (as SQuAD's preprocessing corrects them). Offsets that are not
+        whole numbers (text, booleans) or not one per answer: a bad row."""
+        if given is None or (isinstance(given, (list, tuple)) and all(s is None for s in given)):
+            return [context.find(answer) for answer in answers]
+        if not isinstance(given, (list, tuple)) or len(given) != len(answers):
+            self.bad(row, "answer_start", f"holds {given!r}: not one character offset per answer")
+            return None
+        starts, corrected = [], False
         for answer, start in zip(answers, given):
-            ok = isinstance(start, int) and not isinstance(start, bool) and start >= 0
-            starts.append(start if ok and context[start : start + len(answer)] == answer else context.find(answer))
+            if start is None:
+                starts.append(context.find(answer))
+                continue
+            if isinstance(start, bool) or not isinstance(start, int):
+                self.bad(row, "answer_start", f"{start!r} is not a character offset (a whole number)")
+                return None
+            if 0 <= start and context[start : start + len(answer)] == answer:
+                starts.append(start)
+                continue
+            found = [i for i in _occurrences(context, answer)]
+            starts.append(min(found, key=lambda i: abs(i - start)) if found else -1)
+            corrected = corrected or bool(found)
+        if corrected:
+            self.result.corrected_starts.append(str(row))
         return starts
 
     def finish(self) -> ReadResult:
@@ -161,3 +187,11 @@ class RecordChecker:
                 )
         self.result.has_answers = answered > 0
         return self.result
+
+
+def _occurrences(text: str, part: str):
+    """Every offset at which `part` occurs in `text`, overlapping ones included."""
+    start = text.find(part)
+    while start >= 0:
+        yield start
+        start = text.find(part, start + 1)

@@ -4,9 +4,19 @@
 `koqa.prompting`, so training and evaluation see the same tokens) and returns the raw completions,
 in the order given. ``Generator.score(prompts, continuations) -> list[float]`` returns the model's
 log-probability of each continuation (token ids) after its prompt, for ensembles
-(`koqa.eval.ensemble`). ``Generator.close()`` frees what the backend holds (vLLM's worker
-processes); whoever opens a generator closes it.  Backends are imported lazily: ``koqa --help``
-never imports torch or vLLM.
+(`koqa.eval.ensemble`). A backend whose ``streams`` is true also has ``generate_stream(prompts,
+params)``, which yields ``[(index, text), ...]`` as answers finish (vLLM keeps every question in
+flight). ``Generator.close()`` frees what the backend holds (vLLM's worker processes); whoever opens
+a generator closes it.  Backends are imported lazily: ``koqa --help`` never imports torch or vLLM.
+
+`choose_backend` is the one rule for ``auto``, for every caller (``koqa eval``, the ensemble, the
+demo, and the evaluations during and after training):
+
+- vLLM where it is installed: it keeps every question in flight and shares passages' KV blocks;
+- transformers where vLLM is not installed, or the adapter is not LoRA (vLLM serves LoRA only);
+- transformers for evaluations inside a training run on a GPU (`caller="training"`): the trainer
+  holds the device's memory, which an engine beside it would claim too. On a CPU, a training run's
+  evaluations go to vLLM in a child process (koqa.train.evaluation).
 """
 
 from __future__ import annotations
@@ -15,12 +25,12 @@ import importlib
 import importlib.util
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from koqa.errors import KoqaError
-from koqa.train.methods import is_lora
+from koqa.runs import is_lora
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,11 @@ class GenerationParams:
 
 class Generator(Protocol):
     name: str
+    streams: bool  # has generate_stream
+
+    def generate_stream(
+        self, prompts: Sequence[list[int]], params: GenerationParams
+    ) -> Iterator[list[tuple[int, str]]]: ...
 
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]: ...
 
@@ -56,15 +71,24 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def choose_backend(name: str, peft_type: str | None) -> str:
+CALLERS = ("eval", "training")
+
+
+def choose_backend(name: str, peft_type: str | None, caller: str = "eval", cuda: bool | None = None) -> str:
     """The backend to load for `name` (auto, hf, vllm) and an adapter of PEFT type `peft_type` (None:
-    the base model alone). vLLM serves LoRA adapters only."""
+    the base model alone), by the rule in this module's docstring. `cuda`: whether the evaluation
+    runs on a GPU (asked of torch when None and it matters)."""
+    if caller not in CALLERS:
+        raise ValueError(f"caller must be one of {CALLERS}, got {caller!r}")
     if name == "auto":
         if not vllm_available():
             log.info("vLLM is not installed: using the transformers backend")
             return "hf"
         if peft_type is not None and not is_lora(peft_type):
             log.info("vLLM serves LoRA adapters only; %s adapter: using the transformers backend", peft_type)
+            return "hf"
+        if caller == "training" and (cuda if cuda is not None else _cuda_available()):
+            log.info("evaluating during training on a GPU: using the transformers backend over the live weights")
             return "hf"
         return "vllm"
     if name not in BACKENDS:
@@ -79,6 +103,12 @@ def choose_backend(name: str, peft_type: str | None) -> str:
         if peft_type is not None and not is_lora(peft_type):
             raise KoqaError(f"vLLM cannot serve a {peft_type} adapter", field="backend", fix="use --backend hf")
     return name
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def load_generator(name: str, model: str, adapter: str | None = None, **options) -> Generator:

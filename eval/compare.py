@@ -16,12 +16,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.config import NON_NEGATIVE, POSITIVE, setting
 from koqa.errors import KoqaError
+from koqa.eval.significance import RESAMPLES, SEED, compare_two
+from koqa.settings import NON_NEGATIVE, POSITIVE, setting
 from koqa.trackers import missing_packages, report_to_setting
-
-RESAMPLES = 2000
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def read_scored_rows(path: str | Path, metrics: tuple[str, ...] = ("f1", "em")) 
                     raise KoqaError(
                         f"{scores[metric]} is not a score in [0, 1]", file=str(path), row=row_number, field=metric
                     )
-            rows[row["id"]] = {"prediction": row.get("prediction", ""), **scores}
+            rows[row["id"]] = {"prediction": row.get("prediction", ""), "question": row.get("question"), **scores}
     return rows
 
 
@@ -82,6 +80,22 @@ def _same_questions(base: dict, other: dict, base_name: str, other_name: str) ->
             f"first, {len(only_other)} only in the second; e.g. {example})",
             field="runs",
             fix="compare runs evaluated on the same data and --limit",
+        )
+
+
+def _same_question_texts(base: dict, other: dict, base_name: str, other_name: str) -> None:
+    """Two scored runs over the same ids ask the same questions there (where their files name them)."""
+    asked_otherwise = [
+        i
+        for i in base
+        if base[i].get("question") is not None and other[i].get("question") not in (None, base[i]["question"])
+    ]
+    if asked_otherwise:
+        raise KoqaError(
+            f"{base_name} and {other_name} asked other questions under the same ids ({len(asked_otherwise)}, "
+            f"e.g. '{asked_otherwise[0]}'): their scores are not paired",
+            field="runs",
+            fix="compare runs evaluated on the same data",
         )
 
 
@@ -98,63 +112,6 @@ def paired_difference(base: dict[str, float], other: dict[str, float], metric: s
         return PairedDifference(metric, n, mean, 0.0)
     variance = sum((d - mean) ** 2 for d in diffs) / (n - 1)
     return PairedDifference(metric, n, mean, math.sqrt(variance / n))
-
-
-def bootstrap_interval(values, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95) -> list[float]:
-    """The `level` percentile interval of the mean of `values` over `resamples` bootstrap resamples."""
-    import numpy as np
-
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return [0.0, 0.0]
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return [float(low), float(high)]
-
-
-def sign_flip_p_value(diffs, resamples: int = RESAMPLES, seed: int = SEED) -> float:
-    """Two-sided p-value of a paired sign-flip permutation test that the mean difference is 0."""
-    import numpy as np
-
-    diffs = np.asarray(diffs, dtype=float)
-    observed = abs(diffs.mean()) if len(diffs) else 0.0
-    if observed == 0:
-        return 1.0
-    rng = np.random.default_rng(seed)
-    signs = rng.choice((-1.0, 1.0), size=(resamples, len(diffs)))
-    extreme = int((np.abs((signs * diffs).mean(axis=1)) >= observed - 1e-12).sum())
-    return (extreme + 1) / (resamples + 1)
-
-
-def mcnemar_p_value(base_only: int, other_only: int) -> float:
-    """McNemar's exact two-sided test: of the questions exactly one run got right, is each run equally
-    likely to be that one? (A binomial test of `base_only` against n = base_only + other_only, p = 1/2.)"""
-    n = base_only + other_only
-    if n == 0:
-        return 1.0
-    k = min(base_only, other_only)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def compare_two(base: dict[str, dict], other: dict[str, dict], resamples: int = RESAMPLES, seed: int = SEED) -> dict:
-    """Paired statistics of `other` against `base`, both {id: {prediction, f1, em}} over the same ids."""
-    ids = sorted(base)
-    out: dict = {"n": len(ids)}
-    for metric, name in (("f1", "f1"), ("em", "exact_match")):
-        diffs = [other[i][metric] - base[i][metric] for i in ids]
-        out[f"delta_{name}"] = sum(diffs) / len(diffs)
-        out[f"delta_{name}_ci95"] = bootstrap_interval(diffs, resamples, seed)
-        out[f"delta_{name}_p"] = sign_flip_p_value(diffs, resamples, seed)
-    base_only = sum(base[i]["em"] == 1 and other[i]["em"] == 0 for i in ids)
-    other_only = sum(base[i]["em"] == 0 and other[i]["em"] == 1 for i in ids)
-    out["exact_match_mcnemar_p"] = mcnemar_p_value(base_only, other_only)
-    out["answers_differ"] = sum(base[i]["prediction"].strip() != other[i]["prediction"].strip() for i in ids)
-    out["wins"] = sum(other[i]["f1"] > base[i]["f1"] for i in ids)
-    out["losses"] = sum(other[i]["f1"] < base[i]["f1"] for i in ids)
-    return out
 
 
 @dataclass
@@ -206,9 +163,13 @@ def compare_markdown(result: dict) -> str:
 def compare(config: CompareConfig) -> dict:
     """`koqa compare`: every run against the first; writes compare.json and compare.md with --out."""
     from koqa.atomic import write_json, write_text
-    from koqa.config import check
+    from koqa.settings import check
 
     check(config)
+    if config.out:
+        from koqa.outputs import check_out
+
+        check_out(config.out, [("run", run) for run in config.runs], command="compare")
     tables = [read_scored_rows(run) for run in config.runs]
     base = tables[0]
     if not base:
@@ -229,6 +190,7 @@ def compare(config: CompareConfig) -> dict:
     }
     for run, table in zip(config.runs[1:], tables[1:]):
         _same_questions(base, table, config.runs[0], run)
+        _same_question_texts(base, table, config.runs[0], run)
         result["runs"].append({"run": run, **means(table), **compare_two(base, table, config.resamples, config.seed)})
     result["markdown"] = compare_markdown(result)
     if config.out:

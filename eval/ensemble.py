@@ -21,7 +21,7 @@ from pathlib import Path
 from koqa.data_tools.normalize import build_normalizer
 from koqa.errors import KoqaError
 from koqa.eval.answer_log import AnswerLog
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, EvalConfig
 from koqa.eval.metrics import score_one
 from koqa.eval.pipeline import generate_answers, open_generator, postprocess, prepare_eval, read_eval_records
 from koqa.eval.report import score_and_report
@@ -95,11 +95,12 @@ def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dic
         owned = generators is None
         generator = open_generator(member, config) if owned else generators[k - 1]
         try:
-            for start in range(0, len(todo), config.chunk_size):
-                chunk = todo[start : start + config.chunk_size]
+            size = config.chunk_size or DEFAULT_CHUNK_SIZE
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
                 prompts = [member.renderer.render(r.context, r.question).ids for r, _ in chunk]
                 continuations = [member.renderer.answer_ids(c) for _, c in chunk]
-                logprobs = generator.score(prompts, continuations, batch_size=config.batch_size)
+                logprobs = generator.score(prompts, continuations, batch_size=config.batch_size or DEFAULT_BATCH_SIZE)
                 score_log.append([(_score_key(k, r.id, c), repr(float(lp))) for (r, c), lp in zip(chunk, logprobs)])
                 scored += len(chunk)
         finally:

@@ -9,21 +9,25 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from koqa.config import check
 from koqa.data_tools.morphemes import KiwiProcess
-from koqa.data_tools.normalize import build_normalizer
-from koqa.eval.config import EvalConfig
 from koqa.eval.ensemble import evaluate_ensemble
-from koqa.eval.errors import analyse_in_background
-from koqa.eval.pipeline import generate_answers, postprocess, prepare_eval, read_eval_records
+from koqa.eval.error_analysis import analyse_in_background
+from koqa.eval.eval_config import EvalConfig
+from koqa.eval.pipeline import answer_questions, prepare_eval, read_eval_records
 from koqa.eval.report import score_and_report
+from koqa.outputs import check_out
+from koqa.settings import check
 
 
-def evaluate(config: EvalConfig, generator=None, generators: list | None = None) -> dict:
+def evaluate(config: EvalConfig, generator=None, generators: list | None = None, *, inside_run: bool = False) -> dict:
     """Evaluate as `config` says; returns {"metrics": ..., "rows": ...}. `generator` (one adapter) or
     `generators` (one per ensemble member) replace the backends: any objects with `.generate` (and
-    `.score` for an ensemble); the caller keeps them open."""
+    `.score` for an ensemble); the caller keeps them open. `inside_run`: the validation a training
+    run writes into its own folder (koqa.train.run), the one evaluation whose --out lies in its adapter's run."""
     check(config)
+    if not inside_run:
+        inputs = [("--data", config.data), ("--model", config.model), ("--template", config.template)]
+        check_out(config.out, inputs + [("--adapter", a) for a in config.adapter], command="eval")
     if len(config.adapter) > 1:
         return evaluate_ensemble(config, generators)
     records = read_eval_records(config)
@@ -39,25 +43,20 @@ def _evaluate_one(config: EvalConfig, records: list, generator, analysed) -> dic
     """One adapter (or the base model) on `records`; `analysed`: the error analysis's morphemes, coming."""
     prepared = prepare_eval(records, config, config.adapter[0] if config.adapter else None)
     out = Path(config.out)
-    generated = generate_answers(prepared, out, config, generator)
-    normalize = build_normalizer(config.answer_normalization)
-    no_answer = prepared.renderer.no_answer
-    predictions = {
-        r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span, no_answer) for r in records
-    }
-    elapsed = generated["seconds"]
+    answers = answer_questions(prepared, config, generator, out)
+    elapsed = answers.seconds
     extra = dict(
-        backend=generated["backend"],
-        generated=generated["generated"],
+        backend=answers.backend,
+        generated=answers.generated,
         generation_seconds=round(elapsed, 2),
-        questions_per_second=round(generated["generated"] / elapsed, 3) if elapsed else None,
+        questions_per_second=round(answers.generated / elapsed, 3) if elapsed else None,
     )
     settings = {**prepared.settings(config), "answer_normalization": ",".join(config.answer_normalization)}
-    result = score_and_report(records, predictions, out, config, settings, extra, analysed)
+    result = score_and_report(records, answers.predictions, out, config, settings, extra, analysed)
     if config.report_to and result["metrics"]:
         from koqa.trackers import log_scores
 
         run = prepared.adapter.run.path if prepared.adapter and prepared.adapter.run else None
         log_scores(config.report_to, result["metrics"], out, prefix="eval", joined_run=run)
-    result["raw"] = generated["raw"]
+    result["raw"] = answers.raw
     return result

@@ -15,6 +15,7 @@ class HFGenerator:
     `tokenizer` serve a model already loaded (validation after training)."""
 
     name = "hf"
+    streams = False
 
     def __init__(
         self,

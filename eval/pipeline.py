@@ -1,5 +1,11 @@
-"""The parts of an evaluation that a single run and an ensemble share: read the questions, prepare
-one adapter's renderer and answer-log fingerprint, open its backend, generate, post-process."""
+"""The evaluation core: read the questions, prepare one adapter's renderer and answer-log
+fingerprint, open its backend, generate, post-process, score.
+
+`answer_questions` answers a list of questions with a model and returns the answers and scores;
+every caller goes through it: `koqa eval` (koqa.eval.evaluate, which adds the reports), the
+validation after training, and the evaluations every `eval_steps` during training
+(koqa.train.evaluation). The ensemble uses its steps (`prepare_eval`, `generate_answers`,
+`postprocess`) for each member before it chooses between their answers."""
 
 from __future__ import annotations
 
@@ -11,13 +17,20 @@ from pathlib import Path
 from koqa.data_tools.readers import read_records
 from koqa.data_tools.split import korquad_article_split
 from koqa.errors import KoqaError
-from koqa.eval.answer_log import AnswerLog
+from koqa.eval.answer_log import AnswerLog, question_digest
 from koqa.eval.backends import GenerationParams, choose_backend, load_generator
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_NEW_TOKENS,
+    EvalConfig,
+    backend_problems,
+)
 from koqa.eval.metrics import normalize_answer
 from koqa.eval.span import snap_to_span
 from koqa.prompting import NO_ANSWER
 from koqa.runs import Adapter, adapter_digest, locate_adapter
+from koqa.settings import raise_problems
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 1024
@@ -64,6 +77,7 @@ class PreparedEval:
     fingerprint: dict
     template_name: str
     max_length: int
+    max_new_tokens: int
 
     @property
     def adapter_dir(self) -> str | None:
@@ -104,11 +118,12 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
     template = _template(config, adapter)
     tokenizer = prompt_tokenizer(model, chat=template.chat)
     max_length = config.max_length or (info.max_length if info else None) or DEFAULT_MAX_LENGTH
+    max_new_tokens = config.max_new_tokens or (info.max_answer_tokens if info else None) or DEFAULT_MAX_NEW_TOKENS
     renderer = PromptRenderer(
         tokenizer,
         template,
         max_length=max_length,
-        max_answer_tokens=config.max_new_tokens,
+        max_answer_tokens=max_new_tokens,
         max_context_chars=config.max_context_chars,
         no_answer=config.no_answer or (info.no_answer if info else NO_ANSWER),
     )
@@ -120,20 +135,22 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
         "template": template.text,
         "max_length": max_length,
         "max_context_chars": config.max_context_chars,
-        "max_new_tokens": config.max_new_tokens,
+        "max_new_tokens": max_new_tokens,
         "dtype": config.dtype,
     }
     if config.span == "constrain":  # other answers, not other post-processing
         fingerprint["span_constrained"] = True
-    return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length)
+    return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length, max_new_tokens)
 
 
 def open_generator(prepared: PreparedEval, config: EvalConfig):
-    """The backend `config.backend` picks for this adapter, loaded; the caller closes it."""
+    """The backend `config.backend` picks for this adapter, loaded; the caller closes it. A setting the
+    chosen backend would not honour is refused here, before it loads."""
     backend = choose_backend(config.backend, prepared.adapter.peft_type if prepared.adapter else None)
+    raise_problems(backend_problems(config, backend))
     options = {}
     if backend == "vllm":  # an engine sizes its KV cache for the longest sequence
-        options["max_model_len"] = prepared.max_length + config.max_new_tokens
+        options["max_model_len"] = prepared.max_length + prepared.max_new_tokens
         if config.vllm_compile:
             options["compile"] = True
         if config.span == "constrain":
@@ -177,8 +194,9 @@ class Progress:
 def answer_in_chunks(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
     """chunk_size questions at a time, each chunk's answers saved before the next (the transformers
     backend, which generates a batch at a time anyway)."""
-    for start in range(0, len(pending), config.chunk_size):
-        chunk = pending[start : start + config.chunk_size]
+    size = config.chunk_size or DEFAULT_CHUNK_SIZE
+    for start in range(0, len(pending), size):
+        chunk = pending[start : start + size]
         prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
         if config.span == "constrain":
             params.passages = [r.context for r in chunk]
@@ -208,12 +226,14 @@ def answer_streaming(generator, prepared, pending, params, config, answers: Answ
             answers.append(unsaved)
 
 
-def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, generator=None) -> dict:
+def generate_answers(prepared: PreparedEval, out: Path | None, config: EvalConfig, generator=None) -> dict:
     """Raw answers {id: text} for every question, appended to OUT/generations.jsonl as they come
-    (a re-run skips the ones already there). Loads the backend only when something is left to answer;
-    a backend it loaded is closed before it returns."""
-    out.mkdir(parents=True, exist_ok=True)
-    answers = AnswerLog(out / "generations.jsonl", prepared.fingerprint)
+    (a re-run skips the ones already there; with `out` None they are kept in memory). Loads the
+    backend only when something is left to answer; a backend it loaded is closed before it returns."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    asked = {r.id: question_digest(r.context, r.question) for r in prepared.records}
+    answers = AnswerLog(out / "generations.jsonl" if out is not None else None, prepared.fingerprint, asked)
     pending = [r for r in prepared.records if r.id not in answers.done]
     backend = generator.name if generator is not None else None
     elapsed = 0.0
@@ -222,7 +242,7 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
         if owned:
             generator = open_generator(prepared, config)
             backend = generator.name
-        params = GenerationParams(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+        params = GenerationParams(prepared.max_new_tokens, batch_size=config.batch_size or DEFAULT_BATCH_SIZE)
         log.info(
             "generating %d answers with the %s backend (%d already done)",
             len(pending),
@@ -232,7 +252,7 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
         started = time.perf_counter()
         progress = Progress(len(pending))
         try:
-            if hasattr(generator, "generate_stream"):
+            if generator.streams:
                 answer_streaming(generator, prepared, pending, params, config, answers, progress)
             else:
                 answer_in_chunks(generator, prepared, pending, params, config, answers, progress)
@@ -247,3 +267,38 @@ def generate_answers(prepared: PreparedEval, out: Path, config: EvalConfig, gene
         "generated": len(pending),
         "seconds": elapsed,
     }
+
+
+@dataclass
+class Answers:
+    """What `answer_questions` returns."""
+
+    raw: dict[str, str]  # {id: generated text}
+    predictions: dict[str, str]  # {id: final answer}, post-processed
+    metrics: dict  # F1, EM and token F1 over the questions ({} without gold answers)
+    backend: str | None
+    generated: int  # answers generated now (the rest came from the answer log)
+    seconds: float
+
+
+def answer_questions(prepared: PreparedEval, config: EvalConfig, generator=None, out: Path | None = None) -> Answers:
+    """The evaluation core: answer `prepared.records` with `generator` (live weights, or any object
+    with the Generator interface) or the backend `config` chooses for `prepared`'s model and adapter,
+    post-process as `config` says, and score where the questions have gold answers. With `out`, the
+    raw answers go to its resumable answer log as they come."""
+    from koqa.data_tools.normalize import build_normalizer
+    from koqa.eval.scoring import score_questions
+
+    generated = generate_answers(prepared, out, config, generator)
+    normalize = build_normalizer(config.answer_normalization)
+    no_answer = prepared.renderer.no_answer
+    predictions = {
+        r.id: postprocess(generated["raw"][r.id], r.context, normalize, config.span, no_answer)
+        for r in prepared.records
+    }
+    metrics = {}
+    if all(r.has_gold for r in prepared.records):
+        _, metrics = score_questions(prepared.records, predictions, morphemes=config.morphemes)
+    return Answers(
+        generated["raw"], predictions, metrics, generated["backend"], generated["generated"], generated["seconds"]
+    )

@@ -1,5 +1,5 @@
 """The evaluation report: predictions.csv, metrics.json, report.md (with the error analysis of
-koqa.eval.errors), errors.csv (every answer that is not an exact match, classified) and a
+koqa.eval.error_analysis), errors.csv (every answer that is not an exact match, classified) and a
 per-question F1 histogram."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
-from koqa.eval.errors import analyse, report_lines
+from koqa.eval.error_analysis import analyse, report_lines
 from koqa.eval.scoring import add_intervals, score_questions
 
 # every file a scored evaluation writes into its --out folder, beside the answer log generations.jsonl
@@ -92,7 +92,7 @@ def score_and_report(
 ) -> dict:
     """predictions.csv for {id: final answer}; with gold answers also metrics.json, report.md and
     the F1 histogram, all replacing an earlier run's as one unit. Returns the metrics ({} without
-    gold answers) and the rows. `analysed`: see `koqa.eval.errors.analyse`."""
+    gold answers) and the rows. `analysed`: see `koqa.eval.error_analysis.analyse`."""
     with_gold = all(r.has_gold for r in records)
     metrics, analysis = {}, {}
     if with_gold:

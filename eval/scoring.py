@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.config import columns_setting, encoding_setting, setting
 from koqa.errors import KoqaError
 from koqa.eval.metrics import score_one
+from koqa.settings import columns_setting, encoding_setting, setting
 
 METRICS = ("f1", "exact_match", "token_f1")
 
@@ -67,7 +67,7 @@ def match_predictions(
 
 def add_intervals(rows: Sequence[dict], metrics: dict) -> dict:
     """95% bootstrap intervals of the mean F1 and EM over the questions, seeded, the resamples recorded."""
-    from koqa.eval.compare import RESAMPLES, SEED, bootstrap_interval
+    from koqa.eval.significance import RESAMPLES, SEED, bootstrap_interval
 
     metrics["f1_ci95"] = bootstrap_interval([row["f1"] for row in rows], RESAMPLES, SEED)
     metrics["exact_match_ci95"] = bootstrap_interval([row["em"] for row in rows], RESAMPLES, SEED)
@@ -122,6 +122,10 @@ def score(config: ScoreConfig) -> dict:
     from koqa.data_tools.predictions import read_predictions
     from koqa.data_tools.readers import read_records
 
+    if config.out:
+        from koqa.outputs import check_out
+
+        check_out(config.out, [("--gold", config.gold), ("--pred", config.pred)], command="score")
     gold = read_records(config.gold, encoding=config.encoding, check_span=False, columns=config.columns)
     if not gold.has_answers:
         raise KoqaError("has no gold answers", file=config.gold, fix="pass a train.csv-style file or SQuAD JSON")

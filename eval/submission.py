@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from koqa.atomic import atomic_path
-from koqa.config import check, encoding_setting, setting
 from koqa.data_tools.predictions import read_predictions_with_rows
 from koqa.data_tools.readers import read_csv_rows
 from koqa.errors import KoqaError
 from koqa.eval.scoring import match_predictions
+from koqa.settings import check, encoding_setting, setting
 
 EMPTY_POLICIES = ("fail", "keep", "fill")
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
+from koqa.errors import KoqaError
 from koqa.eval.backends import GenerationParams, cut_at_stop
+from koqa.runtime import DTYPE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ ENGINE_SEED = 0
 
 class VLLMGenerator:
     name = "vllm"
+    streams = True
 
     """Generation with a vLLM engine. A LoRA adapter is served merged into the base model on CPU
     (vLLM's LoRA kernels are far slower there) and as a LoRA request on CUDA."""
@@ -45,6 +46,11 @@ class VLLMGenerator:
         import torch
 
         on_cpu = not torch.cuda.is_available()
+        if on_cpu and (tensor_parallel_size > 1 or pipeline_parallel_size > 1):
+            key = "tensor_parallel_size" if tensor_parallel_size > 1 else "pipeline_parallel_size"
+            raise KoqaError(
+                f"{key} splits a model over GPUs, and this machine has none", field=key, fix="leave it at 1"
+            )
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if on_cpu:
             # vLLM's CPU backend reserves a fraction of memory for its KV cache; keep it modest.
@@ -65,7 +71,7 @@ class VLLMGenerator:
             tokenizer=model,
             max_model_len=max_model_len,
             seed=ENGINE_SEED,
-            dtype="bfloat16" if dtype == "auto" and on_cpu else dtype,
+            dtype="bfloat16" if dtype == "auto" and on_cpu else DTYPE_NAMES.get(dtype, dtype),  # bf16 -> bfloat16
             enable_prefix_caching=prefix_caching,
         )  # questions on one passage share its KV blocks
         if max_num_batched_tokens:
@@ -83,8 +89,10 @@ class VLLMGenerator:
         if adapter:
             from vllm.lora.request import LoRARequest
 
-            rank = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
-            kwargs.update(enable_lora=True, max_lora_rank=max(8, 1 << (int(rank) - 1).bit_length()))
+            from koqa.runs import lora_rank
+
+            rank = lora_rank(adapter)
+            kwargs.update(enable_lora=True, max_lora_rank=max(8, 1 << (rank - 1).bit_length()))
             self.lora_request = LoRARequest("koqa-adapter", 1, str(adapter))
         log.info("starting vLLM engine (%s)", "CPU" if on_cpu else "CUDA")
         from koqa.console import quiet_descriptors

@@ -31,7 +31,7 @@ from typing import Any
 
 
 def _settings(cls, config, settings: dict[str, Any]):
-    from koqa.config import load
+    from koqa.settings import load
 
     plain = {k: _as_setting(v) for k, v in settings.items() if v is not None}
     return load(cls, config_file=_as_setting(config) if config else None, flags=plain)
@@ -164,7 +164,7 @@ def train(config=None, **settings) -> Run:
 def evaluate(config=None, **settings) -> Evaluation:
     """`koqa eval --data ... --out DIR [--adapter RUN]`; `adapter` may be a run or a list of them."""
     from koqa.eval import pipeline
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate as run
 
     if "adapter" in settings and not isinstance(settings["adapter"], (list, tuple)):

@@ -1,6 +1,6 @@
 """The `koqa` command line: a table of commands, each a stage's settings dataclass and entry function.
 
-Every command's flags are made from its settings dataclass (koqa/config.py), and every command
+Every command's flags are made from its settings dataclass (koqa/settings.py), and every command
 takes `--config FILE` and `--set key=value`; a flag the user did not give never overrides the file.
 The CLI only parses, calls the stage and prints its result lines. Heavy libraries (torch,
 transformers, TRL, vLLM) are imported inside the stages, so `koqa --help` and `koqa score` start at
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from koqa import __version__
-from koqa.errors import KoqaError
+from koqa.errors import KoqaError, redact
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -33,6 +33,8 @@ def _print_preprocess(config, stats) -> None:
         if stats["excluded_rows"]
         else f"{stats['records']} records"
     )
+    if stats.get("corrected_answer_starts"):
+        print(f"{stats['corrected_answer_starts']} answer_start offsets moved to the nearest occurrence (stats.md)")
     print(f"splits: {stats['splits']}; prompts over {config.max_length} tokens: {stats['prompts_over_max_length']}")
     print(
         f"wrote {config.out}/stats.md, stats.json, prompt_tokens_hist.png and the split JSONL files "
@@ -103,14 +105,14 @@ COMMANDS: dict[str, Command] = {
     ),
     "sft": Command(
         "fine-tune with TRL + PEFT (lora, qlora, prefix, prompt)",
-        "koqa.train.config:TrainConfig",
+        "koqa.train.train_config:TrainConfig",
         "koqa.train:train",
         _print_sft,
         log_in_out=True,
     ),
     "eval": Command(
         "generate answers and score them",
-        "koqa.eval.config:EvalConfig",
+        "koqa.eval.eval_config:EvalConfig",
         "koqa.eval.evaluate:evaluate",
         _print_eval,
         log_in_out=True,
@@ -172,7 +174,7 @@ def _help(f: dataclasses.Field) -> str:
 
 
 def add_settings(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per setting of `cls` (see koqa.config.setting); none has a default of its own, so
+    """One flag per setting of `cls` (see koqa.settings.setting); none has a default of its own, so
     only what the user gives reaches the settings."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(command: Command, args: argparse.Namespace):
     """The command's settings: defaults < --config file < --set < the flags given."""
-    from koqa.config import load
+    from koqa.settings import load
 
     cls = command.load("settings")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # disk full, permission denied...: the user's to fix, said in one line
         where = f"{exc.filename}: " if exc.filename else ""
         print(
-            f"koqa {args.command}: error: {where}{exc.strerror or exc} (nothing already written was changed)",
+            redact(f"koqa {args.command}: error: {where}{exc.strerror or exc} (nothing already written was changed)"),
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "sft"
             else " Run the same command again: finished answers are kept and skipped."
             if args.command == "eval"
+            else " Run the same sweep command again (without --resume): it continues each variant itself."
+            if args.command == "sweep"
             else ""
         )
         print(f"koqa {args.command}: interrupted.{hint}", file=sys.stderr)

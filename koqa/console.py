@@ -32,11 +32,13 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+    terminal.addFilter(_Redact())
     log_file = None
     if out_dir is not None and not verbose:
         log_file = Path(out_dir) / LOG_FILE
         to_file = _FileOnFirstRecord(log_file)
         to_file.setFormatter(logging.Formatter(FORMAT))
+        to_file.addFilter(_Redact())
         root.addHandler(to_file)
     if not verbose:
         terminal.addFilter(_KoqaOrSerious(log_file is None))
@@ -47,6 +49,16 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
     logging.captureWarnings(True)
     _state.update(verbose=verbose, file=log_file)
     return log_file
+
+
+class _Redact(logging.Filter):
+    """Every record with its token-shaped parts redacted (koqa.errors.redact), its arguments merged in."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from koqa.errors import redact
+
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
 
 
 class _FileOnFirstRecord(logging.FileHandler):

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from koqa.config import build, setting
 from koqa.errors import KoqaError
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import EvalConfig
 from koqa.eval.submission import SubmitConfig
 from koqa.preprocess import PreprocessConfig
 from koqa.runs import RunFolder
-from koqa.train.config import TrainConfig
+from koqa.settings import build, setting
+from koqa.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 DEMO_FILES = ("train.csv", "test.csv", "sample_submission.csv")

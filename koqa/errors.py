@@ -1,6 +1,19 @@
-"""The one error type the CLI prints as a single line, without a traceback."""
+"""The one error type the CLI prints as a single line, without a traceback, and the one redaction
+that every message koqa prints or logs goes through."""
 
 from __future__ import annotations
+
+import re
+
+# Strings shaped like an access token: Hugging Face (hf_...), OpenAI-style API keys (sk-...) and
+# GitHub tokens (ghp_..., gho_...). Anywhere in a string: a letter before the prefix hides nothing.
+SECRET_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with every token-shaped part replaced by [redacted]."""
+    return SECRET_SHAPE.sub(REDACTED, text)
 
 
 class KoqaError(Exception):
@@ -19,6 +32,7 @@ class KoqaError(Exception):
         field: str | None = None,
         fix: str | None = None,
     ):
+        file, field = (redact(str(v)) if v is not None else None for v in (file, field))
         self.file, self.row, self.field, self.fix = file, row, field, fix
         where = []
         if file is not None:
@@ -30,4 +44,4 @@ class KoqaError(Exception):
         text = ": ".join([*where, message])
         if fix:
             text += f" ({fix})"
-        super().__init__(text)
+        super().__init__(redact(text))

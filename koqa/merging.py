@@ -12,10 +12,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.config import setting
+from koqa.atomic import write_json
 from koqa.errors import KoqaError
-from koqa.runs import CHECKPOINTS, adapter_digest, locate_adapter
-from koqa.train.methods import is_lora
+from koqa.outputs import check_out
+from koqa.runs import CHECKPOINTS, adapter_digest, is_lora, locate_adapter
+from koqa.settings import setting
+
+MERGED_MARKER = "koqa_merged.json"  # in every folder koqa merge writes: the one kind of --out it replaces
 
 
 @dataclass
@@ -36,6 +39,15 @@ def merge(config: MergeConfig) -> str:
 
     from koqa.model_store import resolve_model
 
+    check_out(config.out, [("--adapter", config.adapter), ("--model", config.model)], command="merge")
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / MERGED_MARKER).is_file():
+        raise KoqaError(
+            "--out exists and is not a model koqa merge wrote: koqa merge replaces only its own output",
+            file=str(out),
+            field="out",
+            fix="choose a new folder, or remove this one yourself",
+        )
     adapter = locate_adapter(config.adapter, config.checkpoint)
     if not is_lora(adapter.peft_type):
         method = adapter.info.method if adapter.info else adapter.peft_type
@@ -43,13 +55,13 @@ def merge(config: MergeConfig) -> str:
     base_path = resolve_model(config.model or (adapter.info.model if adapter.info else None))
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
     merged = PeftModel.from_pretrained(base, adapter.dir).merge_and_unload()
-    out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+        write_json(tmp / MERGED_MARKER, {"adapter": adapter.dir, "base_model": base_path})
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from koqa.config import setting
 from koqa.errors import KoqaError
+from koqa.settings import setting
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
-from koqa.config import BELOW_ONE, POSITIVE, check, columns_setting, encoding_setting, setting
 from koqa.data_tools.morphemes import KiwiProcess
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS, build_normalizer, span_in_context
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW, read_records
@@ -25,6 +24,8 @@ from koqa.data_tools.stats import (
     stats_markdown,
 )
 from koqa.errors import KoqaError
+from koqa.outputs import check_out
+from koqa.settings import BELOW_ONE, POSITIVE, check, columns_setting, encoding_setting, setting
 
 log = logging.getLogger(__name__)
 SPLITS = ("context", "korquad-articles", "none")
@@ -107,6 +108,7 @@ def _write_rejected(path: Path, bad_rows: Sequence[BadRow]) -> None:
 def preprocess(config: PreprocessConfig) -> dict:
     """`koqa preprocess`: read, normalise, count, report and split `config.inputs` into `config.out`."""
     check(config)
+    check_out(config.out, [("input", path) for path in config.inputs], command="preprocess")
     with KiwiProcess() as analyser:  # kiwipiepy loads in a process of its own while the input is read
         return _preprocess(config, analyser)
 
@@ -120,6 +122,7 @@ def _preprocess(config: PreprocessConfig, analyser: KiwiProcess) -> dict:
     started = time.perf_counter()
     records: list[QARecord] = []
     bad_rows: list[BadRow] = []
+    corrected = 0
     has_answers = True
     for path in inputs:
         result = read_records(
@@ -127,6 +130,17 @@ def _preprocess(config: PreprocessConfig, analyser: KiwiProcess) -> dict:
         )
         records += result.records
         bad_rows += result.bad_rows
+        corrected += len(result.corrected_starts)
+        if result.corrected_starts:
+            rows = ", ".join(result.corrected_starts[:5])
+            log.info(
+                "%s: %d answer_start offsets did not point at their answer and were moved to the nearest occurrence "
+                "(rows %s%s)",
+                path,
+                len(result.corrected_starts),
+                rows,
+                "..." if len(result.corrected_starts) > 5 else "",
+            )
         has_answers = has_answers and result.has_answers
         log.info("read %d records from %s (%d excluded)", len(result.records), path, len(result.bad_rows))
     ids = {}
@@ -164,6 +178,7 @@ def _preprocess(config: PreprocessConfig, analyser: KiwiProcess) -> dict:
             answer_in_context=[s for s, r in zip(still_span, records) if r.answers],
         )
         stats["excluded_rows"] = len(bad_rows)
+        stats["corrected_answer_starts"] = corrected
         stats["inputs"] = list(map(str, inputs))
         stats["splits"] = {name: len(part) for name, part in splits.items()}
         rows = {r.id: dict(r.to_json(), **vars(c)) for r, c in zip(records, counts)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from koqa.errors import KoqaError
+from koqa.errors import SECRET_SHAPE, KoqaError
 
 DEFAULT_TEMPLATE = "ko_instruct"
 # what a model learns to answer an unanswerable (SQuAD 2.0) question; `koqa eval` reads it as no answer
@@ -55,6 +55,12 @@ class PromptTemplate:
             raise KoqaError(
                 f"bytes at offset {exc.start} are not valid UTF-8", file=str(path), field="template"
             ) from None
+        if SECRET_SHAPE.search(text):  # the template is copied into every run folder
+            raise KoqaError(
+                "template holds a string shaped like an access token; koqa never stores secrets",
+                file=str(path),
+                field="template",
+            )
         for placeholder in ("{context}", "{question}"):
             if placeholder not in text:
                 raise KoqaError(f"template lacks the placeholder {placeholder}", file=str(path))

@@ -55,6 +55,7 @@ class RunInfo:
     synthetic: dict | None = None
     best: dict | None = None  # with eval_steps: the step, F1 and EM of RUN/best/
     no_answer: str = NO_ANSWER  # what the adapter answers to an unanswerable question
+    max_answer_tokens: int | None = None  # the answer token limit it was trained with; `koqa eval`'s default
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class RunFolder:
         self.template_file = self.path / "template.txt"
         self.info_file = self.path / "koqa_run.json"
         self.log_file = self.path / "log.jsonl"
+        self.eval_answers_file = self.path / "eval_answers.jsonl"  # with eval_steps: each evaluation's answers
         self.loss_curve = self.path / "loss_curve.png"
         self.metrics_file = self.path / "metrics.json"
         self.adapter_dir = self.path / "adapter"
@@ -97,9 +99,13 @@ class RunFolder:
         if not self.info_file.is_file():
             return None
         try:
-            return RunInfo.from_json(json.loads(self.info_file.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise KoqaError(f"is not a koqa run-info file ({exc})", file=str(self.info_file)) from None
+            data = json.loads(self.info_file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return RunInfo.from_json(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise KoqaError(f"is not a koqa run-info file ({reason})", file=str(self.info_file)) from None
 
     def saved_config(self) -> dict | None:
         import yaml
@@ -151,22 +157,59 @@ class RunFolder:
         with open(self.log_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+    def append_evaluation(self, step: int, predictions: dict[str, str]) -> None:
+        """One line of eval_answers.jsonl: the answers of the evaluation at `step` ({id: answer})."""
+        with open(self.eval_answers_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, "predictions": predictions}, ensure_ascii=False) + "\n")
+
     def truncate_log(self, step: int) -> None:
         """Drop log rows a killed run wrote after the checkpoint it resumes from."""
         rows = [row for row in self.log_rows() if row.get("step", 0) <= step]
         write_text(self.log_file, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def peft_type(adapter_dir: str | Path) -> str:
-    """PEFT's own name of an adapter's kind (LORA, PREFIX_TUNING, PROMPT_TUNING...)."""
-    config = Path(adapter_dir) / "adapter_config.json"
-    if not config.is_file():
+# PEFT's names of the adapter kinds whose weights are LoRA matrices: mergeable into the base model and
+# served by vLLM (koqa.train.methods names each method's kind from these)
+LORA_PEFT_TYPES = ("LORA",)
+
+
+def adapter_config(adapter_dir: str | Path) -> dict:
+    """An adapter folder's adapter_config.json, read once here for every caller: a missing, unreadable or
+    malformed file is a one-line error naming it."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
         raise KoqaError(
             "not an adapter folder: no adapter_config.json",
             file=str(adapter_dir),
             fix="pass the run folder written by `koqa sft` (or its adapter/ folder)",
         )
-    return json.loads(config.read_text(encoding="utf-8")).get("peft_type")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise KoqaError(f"is not valid JSON ({type(exc).__name__})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise KoqaError(f"must hold a JSON object, not {type(data).__name__}", file=str(path))
+    if not isinstance(data.get("peft_type"), str):
+        raise KoqaError("has no peft_type", file=str(path), field="peft_type")
+    return data
+
+
+def peft_type(adapter_dir: str | Path) -> str:
+    """PEFT's own name of an adapter's kind (LORA, PREFIX_TUNING, PROMPT_TUNING...)."""
+    return adapter_config(adapter_dir)["peft_type"]
+
+
+def is_lora(peft_type: str | None) -> bool:
+    """Whether an adapter of this PEFT type has LoRA weights (None: no adapter at all)."""
+    return peft_type in LORA_PEFT_TYPES
+
+
+def lora_rank(adapter_dir: str | Path) -> int:
+    """The rank `r` of a LoRA adapter."""
+    rank = adapter_config(adapter_dir).get("r")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise KoqaError(f"r must be a positive whole number, got {rank!r}", file=str(adapter_dir), field="r")
+    return rank
 
 
 @dataclass
@@ -203,6 +246,12 @@ def locate_adapter(path: str | Path, checkpoint: str = "best") -> Adapter:
         if (adapter / "adapter_config.json").is_file():
             run = RunFolder(run_dir)
             return Adapter(str(adapter), run, run.info())
+    if (p / "koqa_run.json").is_file():  # a run stopped before it saved its adapter
+        raise KoqaError(
+            "this run has no adapter yet: its training stopped before the end",
+            file=str(p),
+            fix=f"finish it with the same koqa sft command and --resume (--out {p})",
+        )
     raise KoqaError(
         "not a koqa run or adapter folder (no adapter_config.json)",
         file=str(p),

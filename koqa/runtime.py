@@ -11,6 +11,7 @@ _DTYPES = {
     "float32": "float32",
 }
 DTYPES = ("auto", *_DTYPES)
+DTYPE_NAMES = _DTYPES  # every accepted name -> torch's (and vLLM's) name for it
 
 
 def pick_device() -> str:

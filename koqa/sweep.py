@@ -26,12 +26,13 @@ from pathlib import Path
 
 import yaml
 
-from koqa.config import POSITIVE, build, read_config_file, setting, to_dict
 from koqa.errors import KoqaError
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import EvalConfig
+from koqa.outputs import check_out, inside
 from koqa.runs import RunFolder
+from koqa.settings import POSITIVE, build, read_config_file, setting, to_dict
 from koqa.trackers import report_to_setting
-from koqa.train.config import TrainConfig
+from koqa.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 BASE = "base"
@@ -80,7 +81,9 @@ class Variant:
 
 
 def folder_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("_") or "variant"
+    """A variant's folder under --out: letters, digits, '.', '_' and '-', never starting with a dot (so
+    never '.' or '..'): a name cannot lead outside the sweep's folder."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip(".").strip("_") or "variant"
 
 
 def parse_pairs(text: str, what: str) -> dict:
@@ -143,7 +146,7 @@ def plan(config: SweepConfig) -> list[Variant]:
         if fixed:
             problems.append(f"variant '{name}' sets {', '.join(fixed)}, which the sweep sets for every variant")
             continue
-        folder = out / folder_name(name)
+        folder = inside(out, out / folder_name(name), f"variant '{name}'")
         run = RunFolder(folder / "run")
         files = {"data": config.data, "out": str(run.path), "resume": run.holds_a_run()}
         if config.report_to:
@@ -193,6 +196,7 @@ def sweep(config: SweepConfig) -> dict:
     """Train, score and tabulate every variant; returns {"rows": [...], "markdown": ...}."""
     from koqa.atomic import write_json, write_text
 
+    check_out(config.out, [("--data", config.data), ("--base", config.base)], command="sweep")
     variants = plan(config)
     evals = [eval_config(config, v) for v in variants]
     log.info("sweep of %d variants into %s", len(variants), config.out)
@@ -224,7 +228,8 @@ def sweep(config: SweepConfig) -> dict:
 
 def tabulate(variants: list[Variant]) -> dict:
     from koqa.atomic import read_json
-    from koqa.eval.compare import compare_two, read_scored_rows
+    from koqa.eval.compare import read_scored_rows
+    from koqa.eval.significance import compare_two
 
     scored = [read_scored_rows(variant.eval_dir) for variant in variants]
     rows = []

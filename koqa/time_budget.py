@@ -1,5 +1,6 @@
 """Training for a wall-clock budget: stop after N minutes, and optionally let the learning rate
-follow the clock so that the cosine schedule reaches zero when the budget runs out.
+follow the clock so that its schedule (cosine, linear, constant with or without warm-up) runs its
+course when the budget runs out.
 
 A step-count schedule with `--max-minutes` stops wherever the clock says, usually with the learning
 rate still high; `schedule_over: minutes` spends the whole decay inside the budget instead.
@@ -19,12 +20,27 @@ from koqa.atomic import write_json
 CLOCK_FILE = "koqa_clock.json"
 
 
-def cosine_with_warmup(progress: float, warmup: float) -> float:
-    """Learning-rate factor at `progress` (0..1) of the run: linear warm-up, then cosine to 0."""
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup > 0 and progress < warmup:
-        return progress / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / max(1e-9, 1.0 - warmup)))
+def _decay(shape):
+    """A schedule of `progress` (0..1) of the run: linear warm-up over the first `warmup` share, then
+    `shape(share of the rest done)`; `constant` alone has no warm-up, as in transformers."""
+
+    def factor(progress: float, warmup: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        if warmup > 0 and progress < warmup:
+            return progress / warmup
+        return shape((progress - warmup) / max(1e-9, 1.0 - warmup))
+
+    return factor
+
+
+# the learning-rate schedules a time budget can follow (lr_scheduler with schedule_over: minutes)
+TIME_SCHEDULES = {
+    "cosine": _decay(lambda done: 0.5 * (1.0 + math.cos(math.pi * done))),
+    "linear": _decay(lambda done: 1.0 - done),
+    "constant_with_warmup": _decay(lambda done: 1.0),
+    "constant": lambda progress, warmup: 1.0,
+}
+cosine_with_warmup = TIME_SCHEDULES["cosine"]
 
 
 class TrainingClock:
@@ -56,9 +72,10 @@ class TrainingClock:
         return bool(self.budget) and self.elapsed() >= self.budget
 
 
-def time_lr_lambda(clock: TrainingClock, warmup: float):
+def time_lr_lambda(clock: TrainingClock, warmup: float, schedule: str = "cosine"):
     """A LambdaLR factor function that ignores the step number and reads the clock."""
-    return lambda _step: cosine_with_warmup(clock.progress(), warmup)
+    factor = TIME_SCHEDULES[schedule]
+    return lambda _step: factor(clock.progress(), warmup)
 
 
 def budget_callbacks(clock: TrainingClock) -> list:

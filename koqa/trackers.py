@@ -9,7 +9,7 @@ scores into the same run. `koqa eval` without such a run, `koqa compare` and `ko
 run of their own in their --out folder.
 
 Only numbers under koqa's own metric names are logged by koqa; transformers logs the training
-arguments, whose token fields it masks; koqa's settings never hold a secret (koqa.config refuses them).
+arguments, whose token fields it masks; koqa's settings never hold a secret (koqa.settings refuses them).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _ENV_SET: list[str] = []  # environment variables start_training set, unset agai
 
 def report_to_setting(what: str):
     """The `report_to` setting of a command: which trackers get `what`."""
-    from koqa.config import setting
+    from koqa.settings import setting
 
     return setting([], choices=TRACKERS, help=f"trackers that get {what}: {', '.join(TRACKERS)}")
 

@@ -87,6 +87,14 @@ def write_csv(path: Path, header, rows, encoding="utf-8", delimiter=","):
     return path
 
 
+@pytest.fixture(scope="session")
+def korquad() -> Path:
+    """The KorQuAD 1.0 dev JSON; tests that read it skip, with the reason, where a clone lacks it."""
+    if not KORQUAD.is_file():
+        pytest.skip(f"KorQuAD 1.0 dev set not found at {KORQUAD} (set KOQA_KORQUAD to its path)")
+    return KORQUAD
+
+
 @pytest.fixture
 def dacon_train(tmp_path) -> Path:
     return write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"], DACON_ROWS)
@@ -106,29 +114,7 @@ def default_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
-    """A 2-layer random Gemma 3 text model with the default model's real tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    """A 2-layer random Gemma 3 text model with the default model's real tokenizer (tiny_model.py)."""
+    from tiny_model import build_tiny_model
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=64,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = Gemma3ForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-gemma3")
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma3"), default_model_dir)

@@ -9,15 +9,8 @@ import sys
 import pytest
 
 from koqa.errors import KoqaError
-from koqa.eval.compare import (
-    CompareConfig,
-    bootstrap_interval,
-    compare,
-    mcnemar_p_value,
-    paired_difference,
-    read_scores,
-    sign_flip_p_value,
-)
+from koqa.eval.compare import CompareConfig, compare, paired_difference, read_scores
+from koqa.eval.significance import bootstrap_interval, mcnemar_p_value, sign_flip_p_value
 
 
 def write_scored(path, rows):
@@ -110,3 +103,17 @@ def test_compare_on_the_command_line(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "| ΔF1 [95% CI] |" in result.stdout and "+0.2500" in result.stdout
+
+
+def test_runs_over_other_questions_under_the_same_ids_are_not_paired(tmp_path):
+    for name, question in (("a", "q"), ("b", "another question")):
+        path = tmp_path / name
+        path.mkdir()
+        with open(path / "predictions.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "question", "answer", "prediction", "f1", "em"])
+            writer.writerow(["x1", "q", "a", "a", "1.0", "1.0"])
+            writer.writerow(["x2", question, "a", "b", "0.0", "0.0"])
+    with pytest.raises(KoqaError, match="asked other questions under the same ids") as info:
+        compare(CompareConfig(runs=[str(tmp_path / "a"), str(tmp_path / "b")]))
+    assert "'x2'" in str(info.value)

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from koqa.cli import COMMANDS, build_parser, settings_from_args
-from koqa.config import load, parse_set_overrides
 from koqa.demo import DemoConfig
 from koqa.errors import KoqaError
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import EvalConfig
 from koqa.preprocess import PreprocessConfig
-from koqa.train.config import TrainConfig
+from koqa.settings import load, parse_set_overrides
 from koqa.train.methods import METHODS
+from koqa.train.train_config import TrainConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "koqa" / "configs").glob("*.yaml"))
 
@@ -38,8 +38,8 @@ def test_a_flag_not_given_never_overrides_the_file(tmp_path):
     path.write_text("backend: hf\nbatch_size: 4\nspan: snap\n", encoding="utf-8")
     config = settings(["eval", "--config", str(path), "--data", "d.csv", "--out", "o"])
     assert (config.backend, config.batch_size, config.span) == ("hf", 4, "snap")
-    config = settings(["eval", "--config", str(path), "--data", "d.csv", "--out", "o", "--backend", "vllm"])
-    assert config.backend == "vllm" and config.batch_size == 4
+    config = settings(["eval", "--config", str(path), "--data", "d.csv", "--out", "o", "--span", "off"])
+    assert (config.backend, config.batch_size, config.span) == ("hf", 4, "off")
 
 
 def test_every_setting_is_a_flag_and_every_command_takes_config_and_set(tmp_path):
@@ -186,7 +186,7 @@ def test_out_of_range_values_are_refused_together_before_any_work():
     message = str(info.value)
     for part in (
         "batch_size must be positive, got 0",
-        "warmup_ratio must be between 0 and 1, got 2.0",
+        "warmup_ratio must be at least 0 and below 1, got 2.0",
         "lora_dropout must be at least 0 and below 1, got 1.0",
         "max_steps must be -1 (no limit) or positive, got 0",
     ):

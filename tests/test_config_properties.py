@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from koqa.config import coerce, load, parse_set_overrides, read_config_file
 from koqa.errors import KoqaError
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import EvalConfig
 from koqa.preprocess import PreprocessConfig
-from koqa.train.config import TrainConfig
+from koqa.settings import coerce, load, parse_set_overrides, read_config_file
+from koqa.train.train_config import TrainConfig
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 STAGES = [TrainConfig, EvalConfig, PreprocessConfig]

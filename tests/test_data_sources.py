@@ -263,3 +263,33 @@ def test_squad2_scores_agree_with_the_official_script():
     ]
     result = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["hf:csv:train", "hf:json", "hf:..", "hf:../x", "hf:a/..", "hf:a/b/c", "hf:a/b:../x", "hf:./x", "hf:a b/c"],
+)
+def test_a_hub_id_that_is_not_owner_name_is_refused_before_anything_is_read(source, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: pytest.fail(f"load_dataset reached: {a}"))
+    with pytest.raises(KoqaError, match="is not a hub dataset id"):
+        read_records(source)
+
+
+def test_a_preprocess_folder_with_an_empty_validation_side_trains_without_validation(tmp_path, dacon_train):
+    from types import SimpleNamespace
+
+    from koqa.train.data import read_training_records
+
+    records = read_records(str(dacon_train)).records
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
+    (tmp_path / "validation.jsonl").write_text("", encoding="utf-8")  # one passage: nothing on this side
+    config = SimpleNamespace(
+        data=str(tmp_path), validation=None, on_bad_row="fail", columns=[], encoding="auto", data_format="auto"
+    )
+    train, validation = read_training_records(config)
+    assert len(train) == len(records) and validation == []

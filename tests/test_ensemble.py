@@ -10,8 +10,8 @@ import pytest
 
 from conftest import DACON_ROWS
 from koqa.errors import KoqaError
-from koqa.eval.config import EvalConfig
 from koqa.eval.ensemble import candidate_answers, choose, evaluate_ensemble
+from koqa.eval.eval_config import EvalConfig
 from koqa.eval.evaluate import evaluate
 
 GOLD = [r[3] for r in DACON_ROWS]
@@ -26,6 +26,7 @@ class ScriptedMember:
     """Answers from a list in question order; scores each candidate answer from a table."""
 
     name = "scripted"
+    streams = False
 
     def __init__(self, answers, scores, tokenizer):
         self.answers, self.scores, self.tokenizer = list(answers), scores, tokenizer

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from conftest import DACON_ROWS, KORQUAD, default_sigint
+from conftest import DACON_ROWS, default_sigint
 from koqa.errors import KoqaError
 from koqa.eval.backends import GenerationParams, choose_backend, cut_at_stop
-from koqa.eval.config import EvalConfig
+from koqa.eval.eval_config import EvalConfig
 from koqa.eval.evaluate import evaluate
 from koqa.eval.span import snap_to_span
 
@@ -24,6 +24,7 @@ class ScriptedGenerator:
     """Answers from a table keyed by a word of the question; records what it was asked."""
 
     name = "scripted"
+    streams = False
 
     def __init__(self, answers, fail_after=None):
         self.answers, self.fail_after, self.calls = answers, fail_after, []
@@ -53,40 +54,48 @@ def test_scores_reports_and_postprocessing(tmp_path, dacon_train, default_model_
     answers = [GOLD[r[0]] for r in DACON_ROWS]
     answers[1] = "  반도체  "  # partial; stripped
     answers[2] = "부산"  # wrong
-    result = run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(answers))
+    result = run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), generator=ScriptedGenerator(answers))
     metrics = result["metrics"]
     assert metrics["n"] == 6
     assert metrics["exact_match"] == pytest.approx(4 / 6)
     assert metrics["f1"] == pytest.approx((4 + 0.75) / 6)  # 반도체 vs 반도체 소재: p=1, r=3/5
-    rows = _rows(tmp_path / "predictions.csv")
+    rows = _rows(tmp_path / "out" / "predictions.csv")
     assert list(rows[0]) == ["id", "question", "answer", "prediction", "f1", "em"]
     assert rows[1]["prediction"] == "반도체"  # first line only, stripped
-    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "worst answers" in report and "부산" in report
-    assert (tmp_path / "f1_hist.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["f1"] == pytest.approx(metrics["f1"])
+    assert (tmp_path / "out" / "f1_hist.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))["f1"] == pytest.approx(
+        metrics["f1"]
+    )
 
 
 def test_test_data_without_answers_writes_predictions_only(tmp_path, dacon_test, default_model_dir):
-    result = run_eval(str(dacon_test), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
-    assert result["metrics"] == {} and list(_rows(tmp_path / "predictions.csv")[0]) == ["id", "question", "prediction"]
-    assert not (tmp_path / "metrics.json").exists()
+    result = run_eval(str(dacon_test), str(tmp_path / "out"), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
+    assert result["metrics"] == {} and list(_rows(tmp_path / "out" / "predictions.csv")[0]) == [
+        "id",
+        "question",
+        "prediction",
+    ]
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_a_crash_loses_nothing_and_the_rerun_skips_finished_answers(tmp_path, dacon_train, default_model_dir):
     config = EvalConfig(chunk_size=2)
     crashing = ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS], fail_after=2)
     with pytest.raises(RuntimeError, match="killed"):
-        run_eval(str(dacon_train), str(tmp_path), config, generator=crashing)
-    logged = (tmp_path / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+        run_eval(str(dacon_train), str(tmp_path / "out"), config, generator=crashing)
+    logged = (tmp_path / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(logged) == 1 + 4  # header + two chunks of two
     rest = ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS[4:]])
-    result = run_eval(str(dacon_train), str(tmp_path), config, generator=rest)
+    result = run_eval(str(dacon_train), str(tmp_path / "out"), config, generator=rest)
     assert rest.calls == [2] and result["metrics"]["exact_match"] == 1.0
 
 
 class StreamingGenerator(ScriptedGenerator):
     """Every prompt in flight; answers finish out of order, a few per step, as an engine's would."""
+
+    streams = True
 
     def generate_stream(self, prompts, params):
         self.calls.append(len(prompts))
@@ -101,29 +110,33 @@ class StreamingGenerator(ScriptedGenerator):
 def test_streamed_answers_are_saved_as_they_finish_and_a_rerun_skips_them(tmp_path, dacon_train, default_model_dir):
     crashing = StreamingGenerator([GOLD[r[0]] for r in DACON_ROWS], fail_after=2)
     with pytest.raises(RuntimeError, match="killed"):
-        run_eval(str(dacon_train), str(tmp_path), EvalConfig(chunk_size=1), generator=crashing)
-    saved = [json.loads(line)["id"] for line in (tmp_path / "generations.jsonl").read_text("utf-8").splitlines()[1:]]
+        run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(chunk_size=1), generator=crashing)
+    saved = [
+        json.loads(line)["id"] for line in (tmp_path / "out" / "generations.jsonl").read_text("utf-8").splitlines()[1:]
+    ]
     assert crashing.calls == [len(DACON_ROWS)] and saved == [r[0] for r in DACON_ROWS][::-1][:4]
     rest = StreamingGenerator([GOLD[r[0]] for r in DACON_ROWS[:2]])
-    result = run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=rest)
+    result = run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), generator=rest)
     assert rest.calls == [2] and result["metrics"]["exact_match"] == 1.0
 
 
 def test_a_half_written_last_line_is_regenerated(tmp_path, dacon_train, default_model_dir):
     config = EvalConfig(chunk_size=3)
-    run_eval(str(dacon_train), str(tmp_path), config, generator=ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS]))
-    log = tmp_path / "generations.jsonl"
+    run_eval(
+        str(dacon_train), str(tmp_path / "out"), config, generator=ScriptedGenerator([GOLD[r[0]] for r in DACON_ROWS])
+    )
+    log = tmp_path / "out" / "generations.jsonl"
     lines = log.read_text(encoding="utf-8").splitlines()
     log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10], encoding="utf-8")  # cut the last answer short
     again = ScriptedGenerator([GOLD[DACON_ROWS[-1][0]]])
-    result = run_eval(str(dacon_train), str(tmp_path), config, generator=again)
+    result = run_eval(str(dacon_train), str(tmp_path / "out"), config, generator=again)
     assert again.calls == [1] and result["metrics"]["exact_match"] == 1.0
 
 
 def test_answers_from_other_settings_are_not_mixed(tmp_path, dacon_train, default_model_dir):
-    run_eval(str(dacon_train), str(tmp_path), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
+    run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), generator=ScriptedGenerator(["x"] * 6))
     with pytest.raises(KoqaError, match="holds answers made with other settings \\(max_length\\)"):
-        run_eval(str(dacon_train), str(tmp_path), EvalConfig(max_length=512), generator=ScriptedGenerator([]))
+        run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(max_length=512), generator=ScriptedGenerator([]))
 
 
 def test_span_snapping():
@@ -170,9 +183,9 @@ def test_prefix_adapter_falls_back_to_transformers(tmp_path):
 
 def test_hf_backend_on_a_tiny_model(tmp_path, dacon_train, tiny_model_dir):
     config = EvalConfig(model=str(tiny_model_dir), backend="hf", max_new_tokens=4, batch_size=4)
-    result = run_eval(str(dacon_train), str(tmp_path), config)
+    result = run_eval(str(dacon_train), str(tmp_path / "out"), config)
     assert result["metrics"]["n"] == 6 and result["metrics"]["backend"] == "hf"
-    assert len(_rows(tmp_path / "predictions.csv")) == 6
+    assert len(_rows(tmp_path / "out" / "predictions.csv")) == 6
 
 
 def _koqa(args, **kwargs):
@@ -198,9 +211,9 @@ def _wait_for_lines(path, n, proc, timeout=240):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
-def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig, code):
+def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig, code, korquad):
     data = tmp_path / "q.json"
-    records = json.loads(KORQUAD.read_text(encoding="utf-8"))
+    records = json.loads(korquad.read_text(encoding="utf-8"))
     records["data"] = records["data"][1:2]  # one article, 29 questions
     data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     cfg = tmp_path / "eval.yaml"
@@ -238,7 +251,7 @@ def test_killed_or_interrupted_generation_resumes(tmp_path, tiny_model_dir, sig,
 
 
 @pytest.mark.vllm
-def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_model_dir):
+def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_model_dir, korquad):
     pytest.importorskip("vllm")
     from transformers import AutoTokenizer
 
@@ -247,7 +260,7 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
     from koqa.eval.backends import load_generator
     from koqa.prompting import PromptRenderer, PromptTemplate
 
-    _, evaluation = korquad_article_split(read_squad_json(KORQUAD).records)
+    _, evaluation = korquad_article_split(read_squad_json(korquad).records)
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"), max_length=1024)
     prompts = [renderer.render(r.context, r.question).ids for r in evaluation[:24]]
@@ -275,8 +288,10 @@ def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, defa
     monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
     run_eval(str(dacon_train), str(tmp_path / "a"), EvalConfig(backend="vllm", vllm_compile=True))
     run_eval(str(dacon_train), str(tmp_path / "b"), EvalConfig(backend="vllm"))
-    run_eval(str(dacon_train), str(tmp_path / "c"), EvalConfig(backend="hf", vllm_compile=True))
-    assert [options.get("compile") for _, options in asked] == [True, None, None]
+    assert [options.get("compile") for _, options in asked] == [True, None]
+    with pytest.raises(KoqaError) as info:  # transformers has no such setting: refused, not dropped
+        run_eval(str(dacon_train), str(tmp_path / "c"), EvalConfig(backend="hf", vllm_compile=True))
+    assert info.value.field == "vllm_compile" and len(asked) == 2
 
 
 def test_vllm_engine_gets_koqas_cpu_chunk_size_unless_told_otherwise(tiny_model_dir, monkeypatch):
@@ -296,7 +311,7 @@ def test_vllm_engine_gets_koqas_cpu_chunk_size_unless_told_otherwise(tiny_model_
 
 def test_parallel_settings_reach_the_vllm_engine_and_only_it(tmp_path, dacon_train, tiny_model_dir, monkeypatch):
     import koqa.eval.pipeline as pipeline
-    from koqa.config import build
+    from koqa.settings import build
 
     asked = []
 
@@ -317,8 +332,11 @@ def test_parallel_settings_reach_the_vllm_engine_and_only_it(tmp_path, dacon_tra
     with pytest.raises(KoqaError, match="tensor_parallel_size is a vLLM setting"):
         build(EvalConfig, [("cli", {"data": "q.csv", "out": "o", "backend": "hf", "tensor_parallel_size": 2})])
     vllm = pytest.importorskip("vllm")
+    import torch
+
     engines = []
     monkeypatch.setattr(vllm, "LLM", lambda **kwargs: engines.append(kwargs))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # on a CPU they are refused (test_outputs.py)
     from koqa.eval.vllm_backend import VLLMGenerator
 
     VLLMGenerator(str(tiny_model_dir), tensor_parallel_size=8, pipeline_parallel_size=2)
@@ -398,5 +416,5 @@ def test_a_generator_the_evaluation_opened_is_closed(tmp_path, dacon_train, defa
         return opened[-1]
 
     monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
-    run_eval(str(dacon_train), str(tmp_path), EvalConfig(backend="hf"))
+    run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(backend="hf"))
     assert len(opened) == 1 and getattr(opened[0], "closed", False)

@@ -9,11 +9,11 @@ import time
 import pytest
 
 from conftest import DACON_ROWS, write_csv
-from koqa.config import load, read_config_file
 from koqa.data_tools.predictions import read_predictions
 from koqa.data_tools.readers import read_dacon_csv, read_records, read_squad_json
 from koqa.errors import KoqaError
-from koqa.train.config import TrainConfig
+from koqa.settings import load, read_config_file
+from koqa.train.train_config import TrainConfig
 
 HEADER = ["id", "context", "question", "answer"]
 CONTEXT = DACON_ROWS[0][1]
@@ -254,11 +254,12 @@ def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir
 
 
 def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_model_dir, monkeypatch):
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 
     class Scripted:
         name = "scripted"
+        streams = False
 
         def generate(self, prompts, params):
             return ["1,200억 원으로"] * len(prompts)
@@ -284,11 +285,12 @@ def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_mo
 def test_evaluating_test_data_into_a_scored_folder_leaves_no_stale_score(
     tmp_path, dacon_train, dacon_test, default_model_dir
 ):
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 
     class Scripted:
         name = "scripted"
+        streams = False
 
         def generate(self, prompts, params):
             return ["서울"] * len(prompts)

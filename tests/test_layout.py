@@ -1,9 +1,9 @@
-"""The code's shape: no import cycle between koqa's modules (function-level imports included), no
-module over 400 lines, and the training run reads as one short function."""
+"""The code's shape: no import cycle between koqa's modules and no import against the layers of
+pyproject.toml's contract (function-level imports included), and no module over 400 lines."""
 
-import inspect
 import os
 import sys
+import tomllib
 
 import pytest
 
@@ -17,7 +17,6 @@ PACKAGE_DIRS = {
     "koqa/prompts": REPO / "prompts",
 }
 MAX_MODULE_LINES = 400
-MAX_RUN_LINES = 80
 
 
 def python_files():
@@ -110,8 +109,57 @@ def test_no_module_is_over_400_lines():
     assert long == {}
 
 
-def test_the_training_run_reads_in_one_short_function():
-    from koqa.train import run
+def contract_layers() -> list[list[str]]:
+    """The layers of pyproject.toml's import contract, highest first, each a list of modules."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    return [[name.strip() for name in layer.split(":")] for layer in contract["layers"]]
 
-    lines = inspect.getsource(run.train).splitlines()
-    assert len(lines) <= MAX_RUN_LINES, len(lines)
+
+def layer_of(module: str, layers: list[list[str]]) -> int | None:
+    for index, members in enumerate(layers):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return index
+    return None
+
+
+def back_edges(graph, layers) -> list[str]:
+    """Every import of a module in a higher layer than the importer's: 'importer -> imported'."""
+    found = []
+    for module in sorted(graph.modules):
+        own = layer_of(module, layers)
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            other = layer_of(imported, layers)
+            if own is not None and other is not None and other < own:
+                found.append(f"{module} -> {imported}")
+    return found
+
+
+def test_every_module_is_in_a_layer(tmp_path):
+    graph = import_graph(tmp_path)
+    layers = contract_layers()
+    assert [m for m in sorted(graph.modules) if m != "koqa" and layer_of(m, layers) is None] == []
+
+
+def test_no_import_goes_against_the_layers(tmp_path):
+    graph = import_graph(tmp_path)
+    assert back_edges(graph, contract_layers()) == []
+
+
+def test_the_layer_check_finds_a_back_edge():
+    class Graph:
+        modules = {"koqa.eval.backends", "koqa.train.methods", "koqa.runs"}
+        edges = {"koqa.eval.backends": {"koqa.train.methods", "koqa.runs"}, "koqa.train.methods": set()}
+
+        def find_modules_directly_imported_by(self, name):
+            return self.edges.get(name, set())
+
+    assert back_edges(Graph(), contract_layers()) == ["koqa.eval.backends -> koqa.train.methods"]
+
+
+def test_no_two_modules_share_a_name():
+    names = {}
+    for path in python_files():
+        if path.name != "__init__.py":
+            names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}

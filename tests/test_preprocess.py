@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from conftest import DACON_ROWS, KORQUAD, write_csv
-from koqa.config import load
+from conftest import DACON_ROWS, write_csv
 from koqa.errors import KoqaError
 from koqa.preprocess import PreprocessConfig, preprocess
+from koqa.settings import load
 
 
 def run_preprocess(inputs, out, config):
@@ -104,8 +104,8 @@ def test_normalisation_keeps_answers_that_stay_spans(tmp_path, default_model_dir
     assert stats["answer_in_context_rate"] == 1.0
 
 
-def test_korquad_dev_with_article_split(tmp_path, default_model_dir):
-    stats = run_preprocess([str(KORQUAD)], str(tmp_path / "k"), PreprocessConfig(split="korquad-articles"))
+def test_korquad_dev_with_article_split(tmp_path, default_model_dir, korquad):
+    stats = run_preprocess([str(korquad)], str(tmp_path / "k"), PreprocessConfig(split="korquad-articles"))
     assert stats["splits"] == {"train": 4487, "validation": 1287}
     assert stats["records"] == 5774 and stats["prompts_over_max_length"] > 0
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import DACON_ROWS, KORQUAD, write_csv
+from conftest import DACON_ROWS, write_csv
 from koqa.data_tools.predictions import read_predictions
 from koqa.data_tools.readers import read_dacon_csv, read_records, read_squad_json
 from koqa.errors import KoqaError
@@ -126,8 +126,8 @@ def test_very_long_context_is_accepted(tmp_path):
     assert len(result.records[0].context) > 100_000
 
 
-def test_real_korquad_dev_set():
-    result = read_squad_json(KORQUAD)
+def test_real_korquad_dev_set(korquad):
+    result = read_squad_json(korquad)
     assert len(result.records) == 5774 and not result.bad_rows
     assert result.records[0].row.startswith("data[0].paragraphs[0].qas[0]")
     r = result.records[0]
@@ -201,3 +201,32 @@ def test_predictions_csv_and_json(tmp_path):
     json_path.write_text('["서울"]', encoding="utf-8")
     with pytest.raises(KoqaError, match="p.json: expected a JSON object {id: answer}, found a list"):
         read_predictions(json_path)
+
+
+def _squad_with_starts(path, starts, answers=("서울",)):
+    context = "서울은 크다. 그래서 서울에 산다. 서울!"  # '서울' at 0, 12 and 20
+    qas = [
+        {"id": "q1", "question": "어디?", "answers": [{"text": a, "answer_start": s} for a, s in zip(answers, starts)]}
+    ]
+    data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [(12, 12), (11, 12), (17, 20), (-5, 0), (999, 20), (0, 0), (5, 0), (7, 12)]
+)
+def test_a_wrong_answer_start_moves_to_the_nearest_occurrence_and_is_counted(tmp_path, given, expected):
+    result = read_records(str(_squad_with_starts(tmp_path / "s.json", [given])))
+    assert result.records[0].answer_starts == [expected]
+    assert len(result.corrected_starts) == (0 if given == expected else 1)
+
+
+@pytest.mark.parametrize("given", ["11", True, 1.5, [3]])
+def test_an_answer_start_that_is_not_an_offset_is_a_bad_row(tmp_path, given):
+    path = _squad_with_starts(tmp_path / "s.json", [given])
+    with pytest.raises(KoqaError, match="answer_start") as info:
+        read_records(str(path))
+    assert info.value.field == "answer_start"
+    skipped = read_records(str(path), on_bad_row="skip")
+    assert skipped.records == [] and skipped.bad_rows[0].field == "answer_start"

@@ -62,7 +62,7 @@ def test_nothing_generated_yet_allows_no_stop(texts):
 def test_constrained_answers_are_spans_on_both_backends(tmp_path, tiny_model_dir, dacon_train, backend):
     if backend == "vllm":
         pytest.importorskip("vllm")
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 
     out = tmp_path / backend

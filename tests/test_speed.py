@@ -9,8 +9,8 @@ import pytest
 from test_train import koqa, losses
 
 from conftest import TINY_TRAINING
-from koqa.config import load
 from koqa.errors import KoqaError
+from koqa.settings import load
 from koqa.train import TrainConfig
 from koqa.train.speed import (
     MIN_MINUTES_TO_COMPILE,

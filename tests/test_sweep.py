@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from koqa.config import load
 from koqa.errors import KoqaError
+from koqa.settings import load
 from koqa.sweep import SweepConfig, plan, variant_overrides
 
 

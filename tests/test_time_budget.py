@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from conftest import TINY_TRAINING
-from koqa.config import load
 from koqa.errors import KoqaError
+from koqa.settings import load
 from koqa.time_budget import CLOCK_FILE, TrainingClock, cosine_with_warmup
-from koqa.train.config import TrainConfig
+from koqa.train.train_config import TrainConfig
 
 TINY = TINY_TRAINING
 

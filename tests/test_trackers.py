@@ -86,9 +86,9 @@ def test_compare_logs_its_table_to_a_run_of_its_own(tmp_path):
 
 
 def test_a_tracker_whose_package_is_missing_is_refused_before_anything_runs(monkeypatch):
-    from koqa.config import build
     from koqa.errors import KoqaError
-    from koqa.train.config import TrainConfig
+    from koqa.settings import build
+    from koqa.train.train_config import TrainConfig
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))

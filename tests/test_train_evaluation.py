@@ -109,3 +109,46 @@ def test_the_vllm_evaluation_path_scores_what_the_in_process_one_does(tmp_path, 
     assert json.loads((run / "metrics.json").read_text(encoding="utf-8"))["eval_backend"] == "vllm"
     assert (run / "best" / "adapter_model.safetensors").is_file()
     assert not (run / "evaluating").exists()  # the merged copy is removed
+
+
+def test_the_last_evaluation_in_training_equals_koqa_eval_of_the_final_adapter(tmp_path, tiny_model_dir, dacon_train):
+    """One evaluation core: the F1 training logs at its last step, and its answers, are koqa eval's for
+    the final adapter on the same questions and backend (transformers), byte for byte."""
+    import csv
+
+    run = tmp_path / "run"
+    result = sft(run, dacon_train, tiny_model_dir, "--max-steps", "4", "--set", "dtype=float32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = eval_rows(run)[-1]
+    evaluations = [json.loads(x) for x in (run / "eval_answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [e["step"] for e in evaluations] == [2, 4] and last["step"] == 4
+    out = tmp_path / "final"
+    ev = koqa(
+        "eval", "--data", str(dacon_train), "--adapter", str(run), "--checkpoint", "final",
+        "--backend", "hf", "--dtype", "float32", "--out", str(out),
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["f1"], metrics["exact_match"]) == (last["eval_f1"], last["eval_exact_match"])
+    with open(out / "predictions.csv", encoding="utf-8", newline="") as handle:
+        answered = {row["id"]: row["prediction"] for row in csv.DictReader(handle)}
+    assert answered == evaluations[-1]["predictions"]
+    assert any(answered.values())  # the tiny model says something: the comparison is of real text
+
+
+def test_the_vllm_child_answers_every_question_of_an_evaluation_in_one_call(tmp_path, monkeypatch):
+    """A merge and an engine start per evaluation: the core hands a streaming generator every prompt."""
+    from types import SimpleNamespace
+
+    from koqa.eval.pipeline import PreparedEval, generate_answers
+    from koqa.train.evaluation import ChildVLLMGenerator
+
+    calls = []
+    child = ChildVLLMGenerator(None, None, "m")
+    monkeypatch.setattr(child, "generate", lambda prompts, params: calls.append(len(prompts)) or ["a"] * len(prompts))
+    records = [SimpleNamespace(id=f"q{i}", context="c", question=f"{i}?") for i in range(150)]
+    renderer = SimpleNamespace(render=lambda context, question: SimpleNamespace(ids=[1, 2]))
+    prepared = PreparedEval(records, renderer, "m", None, {}, "t", 64, 8)
+    config = SimpleNamespace(chunk_size=None, batch_size=None, span="off")
+    answers = generate_answers(prepared, None, config, child)
+    assert calls == [150] and len(answers["raw"]) == 150

@@ -1,7 +1,7 @@
-"""Fine-tuning (`koqa sft`): settings (config.py), the methods (methods.py), the data (data.py), the
+"""Fine-tuning (`koqa sft`): settings (train_config.py), the methods (methods.py), the data (data.py), the
 trainer (trainer.py), resuming (resume.py) and the run itself (run.py)."""
 
-from koqa.train.config import TrainConfig
+from koqa.train.train_config import TrainConfig
 
 __all__ = ["TrainConfig", "train"]
 

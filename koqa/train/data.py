@@ -36,8 +36,15 @@ def read_training_records(config) -> tuple[list[QARecord], list[QARecord]]:
             raise KoqaError(
                 "folder has no train.jsonl", file=str(path), fix="run `koqa preprocess` first, or pass a file"
             )
-        if not validation and (path / "validation.jsonl").is_file():
-            validation = str(path / "validation.jsonl")
+        found = path / "validation.jsonl"
+        if not validation and found.is_file():
+            if found.stat().st_size:
+                validation = str(found)
+            else:  # a split of one passage has nothing on its validation side
+                log.info(
+                    "%s is empty: training without validation questions (split more data, or pass --validation FILE)",
+                    found,
+                )
         path = train_file
     if str(config.data).startswith("hf:"):
         path = config.data

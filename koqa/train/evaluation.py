@@ -31,31 +31,31 @@ BEST_FILE = "koqa_best.json"
 
 
 class F1Evaluation(TrainerCallback):
-    """Generate, score, log, keep the best, stop early. `attach(trainer)` before training."""
+    """Generate, score, log, keep the best, stop early. `attach(trainer)` before training.
+
+    `eval_config` holds what `koqa eval --adapter RUN` would use for this run (its template, lengths,
+    no-answer text, batch size and backend): the questions are prepared and answered by the
+    evaluation core (koqa.eval.pipeline) as that command answers them."""
 
     def __init__(
         self,
         run: RunFolder,
         records: list,
-        renderer,
+        eval_config,
         tokenizer,
         *,
         every: int,
         model_path: str,
-        backend: str = "hf",
         patience: int | None = None,
-        batch_size: int = 16,
-        max_new_tokens: int = 32,
     ):
-        from koqa.data_tools.normalize import build_normalizer
+        from koqa.eval.pipeline import prepare_eval
 
-        self.run, self.records, self.tokenizer = run, records, tokenizer
+        self.run, self.tokenizer = run, tokenizer
+        self.eval_config, self.backend = eval_config, eval_config.backend
         self.every, self.patience = every, patience
-        self.model_path, self.backend = model_path, backend
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.renderer = renderer
-        self.prompts = [renderer.render(r.context, r.question).ids for r in records]
-        self.normalize = build_normalizer()
+        self.model_path = model_path
+        self.prepared = prepare_eval(records, eval_config)
+        self.records = self.prepared.records
         self.trainer = None
         self.best_f1: float | None = None
         self.best_step: int | None = None
@@ -91,6 +91,7 @@ class F1Evaluation(TrainerCallback):
         if self.best_step is not None and state.global_step <= self.best_step:
             return  # redone after --resume: the steps up to the best were evaluated already
         scores = self.evaluate(model)
+        self.run.append_evaluation(state.global_step, scores["predictions"])
         row = {"eval_f1": scores["f1"], "eval_exact_match": scores["exact_match"], **scores["cost"]}
         logging_step = control.should_log
         Trainer.log(self.trainer, row)  # transformers' log, not TRL's: TRL's would flush its training metrics
@@ -118,61 +119,64 @@ class F1Evaluation(TrainerCallback):
             self.stopped_early = True
 
     def evaluate(self, model) -> dict:
-        from koqa.eval.pipeline import postprocess
-        from koqa.eval.scoring import score_questions
+        """F1 and EM of the model as it is now, and its answers, from the evaluation core."""
+        from koqa.eval.pipeline import answer_questions
 
         started = time.perf_counter()
         if self.backend == "vllm":
-            raw = self.answers_vllm(model)
+            generator = ChildVLLMGenerator(self.run, model, self.model_path)
+            answers = answer_questions(self.prepared, self.eval_config, generator)
         else:
+            from koqa.eval.hf_backend import HFGenerator
             from koqa.train.speed import uncompiled
 
-            with uncompiled():
-                raw = self.answers_in_process(model)
-        predictions = {
-            r.id: postprocess(text, r.context, self.normalize, "off", self.renderer.no_answer)
-            for r, text in zip(self.records, raw)
-        }
-        _, metrics = score_questions(self.records, predictions)
+            was_training = model.training
+            generator = HFGenerator(
+                str(self.run.path), model_obj=model, tokenizer=self.tokenizer, device=str(model.device)
+            )
+            try:
+                with uncompiled():
+                    answers = answer_questions(self.prepared, self.eval_config, generator)
+            finally:
+                generator.close()
+                model.train(was_training)
         seconds = time.perf_counter() - started
         return {
-            "f1": metrics["f1"],
-            "exact_match": metrics["exact_match"],
+            "f1": answers.metrics["f1"],
+            "exact_match": answers.metrics["exact_match"],
+            "predictions": answers.predictions,
             "cost": {"eval_questions": len(self.records), "eval_seconds": round(seconds, 2)},
         }
 
-    def answers_in_process(self, model) -> list[str]:
-        """Greedy answers from the live weights, with the transformers backend in this process."""
-        from koqa.eval.backends import GenerationParams
-        from koqa.eval.hf_backend import HFGenerator
 
-        was_training = model.training
-        generator = HFGenerator(
-            str(self.run.path), model_obj=model, tokenizer=self.tokenizer, device=str(model.device)
-        )
-        try:
-            return generator.generate(self.prompts, GenerationParams(self.max_new_tokens, self.batch_size))
-        finally:
-            generator.close()
-            model.train(was_training)
+class ChildVLLMGenerator:
+    """Greedy answers from vLLM in a child process, serving the adapter as it is now merged into a copy
+    of the base model (RUN/evaluating/, removed afterwards): the generator of eval_backend vllm."""
 
-    def answers_vllm(self, model) -> list[str]:
-        """Greedy answers from vLLM in a child process, serving the adapter as it is now merged into a
-        copy of the base model (RUN/evaluating/, removed afterwards)."""
+    name = "vllm"
+    streams = True  # every prompt in one child: a merge and an engine start per evaluation, not per chunk
+
+    def __init__(self, run: RunFolder, model, model_path: str):
+        self.run, self.model, self.model_path = run, model, model_path
+
+    def generate_stream(self, prompts, params):
+        yield list(enumerate(self.generate(prompts, params)))
+
+    def generate(self, prompts, params) -> list[str]:
         import subprocess
         import sys
 
         folder = self.run.path / "evaluating"
         shutil.rmtree(folder, ignore_errors=True)
         try:
-            model.save_pretrained(folder / "adapter", safe_serialization=True)
+            self.model.save_pretrained(folder / "adapter", safe_serialization=True)
             spec = {
                 "adapter": str(folder / "adapter"),
                 "model": self.model_path,
                 "merged": str(folder / "merged"),
                 "answers": str(folder / "answers.json"),
-                "prompts": self.prompts,
-                "max_new_tokens": self.max_new_tokens,
+                "prompts": [list(p) for p in prompts],
+                "max_new_tokens": params.max_new_tokens,
             }
             write_json(folder / "spec.json", spec)
             from koqa.console import quiet_descriptors
@@ -185,19 +189,16 @@ class F1Evaluation(TrainerCallback):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def close(self) -> None:
+        pass
+
 
 def pick_eval_backend(config) -> str:
-    """eval_backend resolved: auto is vllm for a LoRA run on a CPU with vLLM installed. On a GPU the
-    trainer holds the device's memory, which a vLLM engine beside it would claim too."""
-    import torch
-
-    from koqa.eval.backends import vllm_available
+    """eval_backend resolved by koqa.eval.backends.choose_backend's rule for evaluations during training."""
+    from koqa.eval.backends import choose_backend
     from koqa.train.methods import METHODS
 
-    if config.eval_backend != "auto":
-        return config.eval_backend
-    lora_on_cpu = METHODS[config.method].lora and not torch.cuda.is_available()
-    return "vllm" if lora_on_cpu and vllm_available() else "hf"
+    return choose_backend(config.eval_backend, METHODS[config.method].peft_type, caller="training")
 
 
 def save_best(run: RunFolder, model, tokenizer, step: int, scores: dict) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from koqa.runs import LORA_PEFT_TYPES
+
 
 def _lora(config, model, model_path: str):
     from peft import LoraConfig
@@ -67,14 +69,9 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("lora", "LORA", 2e-4, _lora, lora=True),
-        Method("qlora", "LORA", 2e-4, _lora, lora=True, quantized=True),
+        Method("lora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True),
+        Method("qlora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True, quantized=True),
         Method("prefix", "PREFIX_TUNING", 1e-2, _prefix),
         Method("prompt", "PROMPT_TUNING", 3e-2, _prompt, virtual_tokens_in_sequence=True),
     )
 }
-
-
-def is_lora(peft_type: str | None) -> bool:
-    """Whether an adapter of this PEFT type has LoRA weights (None: no adapter at all)."""
-    return any(m.lora and m.peft_type == peft_type for m in METHODS.values())

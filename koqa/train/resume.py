@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from koqa.config import to_dict
 from koqa.errors import KoqaError
 from koqa.runs import RunFolder, RunInfo
-from koqa.train.config import CHANGEABLE_ON_RESUME, TrainConfig
+from koqa.settings import to_dict
+from koqa.train.train_config import CHANGEABLE_ON_RESUME, TrainConfig
 
 
 def last_logged(state: dict, key: str) -> int:

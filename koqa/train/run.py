@@ -11,9 +11,11 @@ from pathlib import Path
 
 from koqa.atomic import write_json
 from koqa.errors import KoqaError
+from koqa.outputs import check_out
 from koqa.runs import RunFolder, RunInfo
-from koqa.train.config import TrainConfig
+from koqa.train.build import RunSetup, build_trainer
 from koqa.train.methods import METHODS
+from koqa.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 VERSIONED = (
@@ -34,16 +36,18 @@ VERSIONED = (
 def train(config: TrainConfig) -> dict:
     """Fine-tune `config.model` on `config.data` into the run folder `config.out`; returns the summary."""
     run = RunFolder(config.out)
+    inputs = [("--data", config.data), ("--validation", config.validation), ("--model", config.model)]
+    check_out(config.out, inputs, command="sft", may_hold_a_run=True)
     if run.path.exists() and any(run.path.iterdir()) and not config.resume and run.holds_a_run():
         raise KoqaError("run folder already holds a run", file=str(run), fix="pass --resume, or choose another --out")
     started = time.perf_counter()
     from transformers import set_seed
 
-    from koqa.config import to_dict
     from koqa.data_tools.records import write_jsonl
     from koqa.model_store import resolve_model
     from koqa.prompting import PromptTemplate
     from koqa.runtime import pick_device, pick_dtype
+    from koqa.settings import to_dict
     from koqa.time_budget import TrainingClock
     from koqa.train.data import load_training_data
     from koqa.train.resume import check_resume_matches
@@ -65,10 +69,9 @@ def train(config: TrainConfig) -> dict:
         if data.validation and config.validation_limit:  # the questions scored after training
             write_jsonl(run.validation_file, (r.to_json() for r in data.validation[: config.validation_limit]))
     clock = TrainingClock.resumed_from(config.max_minutes * 60 if config.max_minutes else None, checkpoint)
-    evaluation = f1_evaluation(config, run, template, tokenizer, data.validation, model_path)
-    trainer = build_trainer(
-        config, method, model_path, tokenizer, data.examples, dtype, run, started, clock, checkpoint, evaluation
-    )
+    evaluation = f1_evaluation(config, run, tokenizer, data.validation, model_path)
+    setup = RunSetup(config, method, model_path, tokenizer, dtype, run, started, clock, checkpoint)
+    trainer = build_trainer(setup, data.examples, evaluation)
     if is_main:
         trainable, total = trainer.model.get_nb_trainable_parameters()
         log.info(
@@ -144,7 +147,7 @@ def load_tokenizer(model_path: str, template, config: TrainConfig):
     return tokenizer, renderer
 
 
-def f1_evaluation(config: TrainConfig, run: RunFolder, template, tokenizer, validation: list, model_path: str):
+def f1_evaluation(config: TrainConfig, run: RunFolder, tokenizer, validation: list, model_path: str):
     """The evaluation during training that eval_steps asks for (None without it), rendering prompts as
     `koqa eval` will for this run's adapter."""
     if not config.eval_steps:
@@ -155,22 +158,37 @@ def f1_evaluation(config: TrainConfig, run: RunFolder, template, tokenizer, vali
             field="eval_steps",
             fix="pass --validation FILE, or a `koqa preprocess` folder with validation.jsonl as --data",
         )
-    from koqa.prompting import PromptRenderer
-    from koqa.train.evaluation import F1Evaluation, pick_eval_backend
+    from koqa.train.evaluation import F1Evaluation
 
-    renderer = PromptRenderer(
-        tokenizer, template, max_length=config.eval_max_length, max_answer_tokens=32, no_answer=config.no_answer
-    )
     return F1Evaluation(
         run,
         validation[: config.eval_limit],
-        renderer,
+        eval_settings(config, model_path),
         tokenizer,
         every=config.eval_steps,
         model_path=model_path,
-        backend=pick_eval_backend(config),
         patience=config.early_stopping_patience,
-        batch_size=config.validation_batch_size,
+    )
+
+
+def eval_settings(config: TrainConfig, model_path: str):
+    """The `koqa eval` settings that `koqa eval --adapter RUN` would take from this run (its template,
+    eval_max_length, answer token limit and no-answer text), with the evaluation batch size and the
+    backend eval_backend resolves to: what the evaluations during training answer with."""
+    from koqa.eval.eval_config import EvalConfig
+    from koqa.train.evaluation import pick_eval_backend
+
+    backend = pick_eval_backend(config)
+    return EvalConfig(
+        data=config.validation or config.data,
+        out=None,
+        model=model_path,
+        backend=backend,
+        template=config.template,
+        max_length=config.eval_max_length,
+        max_new_tokens=config.max_answer_tokens,
+        no_answer=config.no_answer,
+        batch_size=config.validation_batch_size if backend == "hf" else None,
     )
 
 
@@ -183,6 +201,7 @@ def describe_run(config: TrainConfig, model_path: str, template, data) -> RunInf
         max_length=config.eval_max_length,
         train_max_length=config.max_length,
         no_answer=config.no_answer,
+        max_answer_tokens=config.max_answer_tokens,
         seed=config.seed,
         versions=package_versions(),
         train_examples=len(data.examples),
@@ -191,149 +210,6 @@ def describe_run(config: TrainConfig, model_path: str, template, data) -> RunInf
         excluded=data.excluded,
         **data.augmentation,
     )
-
-
-def build_trainer(
-    config: TrainConfig,
-    method,
-    model_path: str,
-    tokenizer,
-    examples: list[dict],
-    dtype,
-    run: RunFolder,
-    started: float,
-    clock,
-    checkpoint: str | None,
-    evaluation=None,
-):
-    """The base model, its PEFT config and koqa's trainer over the examples, set up as `config` says."""
-    import torch
-    from datasets import Dataset
-    from trl import SFTConfig
-
-    from koqa.time_budget import budget_callbacks, time_lr_lambda
-    from koqa.train.resume import last_logged, questions_seen_at
-    from koqa.train.trainer import AnswerOnlySFTTrainer, JsonlLogger, trainer_state
-
-    model = load_base_model(model_path, config, method, dtype)
-    if config.report_to and int(os.environ.get("RANK", "0")) == 0:
-        from koqa.trackers import start_training
-
-        start_training(config.report_to, run.path)
-    args = SFTConfig(
-        output_dir=str(run.checkpoints_dir),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler,
-        weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        save_strategy="steps",
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        max_length=None,
-        completion_only_loss=True,
-        gradient_checkpointing=config.gradient_checkpointing,
-        report_to=list(config.report_to),
-        dataloader_num_workers=0,
-        remove_unused_columns=True,
-        use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,
-        neftune_noise_alpha=config.neftune_noise_alpha,
-    )
-    state = trainer_state(checkpoint) if checkpoint else {}
-    tokens_before = last_logged(state, "num_tokens")
-    collator = None
-    if config.shared_context:
-        from koqa.shared_context import SharedContextCollator
-
-        collator = SharedContextCollator(tokenizer.pad_token_id)
-    trainer = AnswerOnlySFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(examples),
-        processing_class=tokenizer,
-        peft_config=method.build_peft_config(config, model, model_path),
-        data_collator=collator,
-        callbacks=[
-            JsonlLogger(run, started, clock, tokens_before),
-            *budget_callbacks(clock),
-            *([evaluation] if evaluation else []),
-        ],
-        answer_only=config.answer_only_logits,
-        shared_context=config.shared_context,
-        virtual_tokens=config.num_virtual_tokens if method.virtual_tokens_in_sequence else 0,
-        questions_seen=questions_seen_at(state, config),
-        tokens_seen=tokens_before,
-        lr_lambda=time_lr_lambda(clock, config.warmup_ratio) if config.schedule_over == "minutes" else None,
-        loraplus_lr_ratio=config.loraplus_lr_ratio,
-    )
-    if evaluation is not None:
-        evaluation.attach(trainer)
-    from koqa.runtime import pick_device
-    from koqa.train.speed import compile_layers, too_short_to_compile
-
-    short = too_short_to_compile(config, len(examples), int(os.environ.get("WORLD_SIZE", "1")))
-    trainer.compiled_loss = compile_layers(
-        trainer.model, config.compile_layers, pick_device(), method.quantized, short
-    )
-    from koqa import console
-
-    if console.quiet():  # koqa logs a line per logging step instead of the bar and the dict dumps
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def load_base_model(model_path: str, config: TrainConfig, method, dtype):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from koqa.runtime import pick_device
-    from koqa.train.speed import training_attention
-
-    kwargs = {"dtype": dtype}
-    if method.quantized:
-        from transformers import BitsAndBytesConfig
-
-        compute = dtype if dtype != torch.float32 else torch.bfloat16
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": 0}
-    attention = training_attention(config.attn_implementation, pick_device())
-    if attention:
-        kwargs["attn_implementation"] = attention
-        log.info("attention: %s", attention)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except ValueError as error:  # transformers checks the name against the model class as it builds it
-        if not attention or "attn_implementation" not in str(error):
-            raise
-        raise KoqaError(
-            f"{attention!r} is not an attention this model supports here",
-            field="attn_implementation",
-            fix="eager or sdpa, or leave it unset",
-        ) from None
-    if method.quantized:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
-    return model
 
 
 def save_adapter(trainer, tokenizer, run: RunFolder) -> None:
@@ -364,7 +240,7 @@ def validate(model, tokenizer, run: RunFolder, config: TrainConfig) -> dict:
 
     try:
         with uncompiled():
-            result = evaluate(eval_config, generator=generator)
+            result = evaluate(eval_config, generator=generator, inside_run=True)
     finally:
         generator.close()
     return {k: v for k, v in result["metrics"].items() if k in ("f1", "exact_match", "token_f1", "n")}

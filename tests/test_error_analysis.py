@@ -1,4 +1,4 @@
-"""Error analysis (koqa.eval.errors) on hand-made Korean cases, several chosen where the obvious rule
+"""Error analysis (koqa.eval.error_analysis) on hand-made Korean cases, several chosen where the obvious rule
 ("differs by a character or two: a boundary error"; "shares characters: an overlap"; "a span of the
 passage: another span") gives the wrong class; and the report files it adds to an evaluation."""
 
@@ -9,7 +9,14 @@ import pytest
 
 from koqa.data_tools.morphemes import KiwiProcess
 from koqa.data_tools.records import QARecord
-from koqa.eval.errors import analyse, analyse_in_background, answer_type, classify_error, quantities, question_type
+from koqa.eval.error_analysis import (
+    analyse,
+    analyse_in_background,
+    answer_type,
+    classify_error,
+    quantities,
+    question_type,
+)
 
 CONTEXT = (
     "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 물가 상승률은 2.4%였다. "
@@ -136,11 +143,12 @@ def test_analysis_counts_every_wrong_answer_once_and_groups_with_intervals():
 
 
 def test_an_evaluation_writes_errors_csv_and_the_breakdowns(tmp_path, dacon_train):
-    from koqa.eval.config import EvalConfig
+    from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 
     class Echo:  # answers each question with its first gold answer's first word
         name = "echo"
+        streams = False
 
         def __init__(self, answers):
             self.answers = answers

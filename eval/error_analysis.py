@@ -215,7 +215,7 @@ def analyse(records: Sequence, rows: Sequence[dict], analysed=None) -> dict:
 
 
 def _groups(rows: Sequence[dict], key: str, order: Sequence[str]) -> dict:
-    from koqa.eval.compare import bootstrap_interval
+    from koqa.eval.significance import bootstrap_interval
 
     out = {}
     for name in order:

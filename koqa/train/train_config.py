@@ -1,13 +1,15 @@
-"""`koqa sft` settings: one dataclass, its fields the command's flags (see koqa/config.py)."""
+"""`koqa sft` settings: one dataclass, its fields the command's flags (see koqa/settings.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koqa.config import (
+from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
+from koqa.prompting import NO_ANSWER
+from koqa.runtime import DTYPES
+from koqa.settings import (
     AT_LEAST_ONE,
     BELOW_ONE,
-    FRACTION,
     NON_NEGATIVE,
     POSITIVE,
     STEPS_OR_NO_LIMIT,
@@ -15,14 +17,23 @@ from koqa.config import (
     encoding_setting,
     setting,
 )
-from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
-from koqa.prompting import NO_ANSWER
-from koqa.runtime import DTYPES
+from koqa.time_budget import TIME_SCHEDULES
 from koqa.trackers import missing_packages, report_to_setting
 from koqa.train.methods import METHODS
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULE_OVER = ("steps", "minutes")
+# transformers' schedulers that take no arguments beyond the warm-up (tests/test_settings.py checks
+# the names against transformers); under schedule_over: minutes, those of koqa.time_budget.TIME_SCHEDULES
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 EVAL_BACKENDS = ("auto", "hf", "vllm")
 # what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
 CHANGEABLE_ON_RESUME = frozenset(
@@ -88,10 +99,13 @@ class TrainConfig:
         "schedule_over=minutes the cosine learning rate decays to 0 within them",
         check=POSITIVE,
     )
-    warmup_ratio: float = setting(0.03, help="share of the run spent warming the learning rate up", check=FRACTION)
-    lr_scheduler: str = setting("cosine", help="transformers scheduler name")
+    # transformers reads a warm-up below 1 as a share of the run and 1 or more as a step count
+    warmup_ratio: float = setting(0.03, help="share of the run spent warming the learning rate up", check=BELOW_ONE)
+    lr_scheduler: str = setting("cosine", help="learning-rate schedule (transformers' name)", choices=LR_SCHEDULERS)
     schedule_over: str = setting(
-        "steps", help="cosine decay over the steps, or over max_minutes of wall time", choices=SCHEDULE_OVER
+        "steps",
+        help="the learning-rate schedule runs over the steps, or over max_minutes of wall time",
+        choices=SCHEDULE_OVER,
     )
     weight_decay: float = setting(0.0, help="AdamW weight decay", check=NON_NEGATIVE)
     seed: int = setting(42, help="seed of initialisation and data order", check=NON_NEGATIVE)
@@ -201,6 +215,14 @@ class TrainConfig:
         if self.early_stopping_patience and not self.eval_steps:
             found.append(
                 ("early_stopping_patience", "early stopping needs evaluations during training: set eval_steps too")
+            )
+        if self.schedule_over == "minutes" and self.lr_scheduler not in TIME_SCHEDULES:
+            found.append(
+                (
+                    "lr_scheduler",
+                    f"schedule_over: minutes follows {', '.join(TIME_SCHEDULES)} over the time budget, "
+                    f"not {self.lr_scheduler}",
+                )
             )
         if self.schedule_over == "minutes" and not self.max_minutes:
             found.append(

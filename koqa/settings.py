@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from koqa.errors import KoqaError
+from koqa.errors import SECRET_SHAPE, KoqaError
 
 T = TypeVar("T")
 Rule = tuple[str, Callable[[Any], bool]]
@@ -42,7 +42,7 @@ AT_LEAST_ONE: Rule = ("1 or more", lambda v: v >= 1)
 # Keys named like credentials (hf_token, HUB_TOKEN, api_key, wandb_secret), and values shaped like a
 # Hugging Face token.  `max_new_tokens` and the like are not credentials.
 _SECRET_KEY = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|access[_-]?key)$", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+_SECRET_VALUE = SECRET_SHAPE
 COMMAND_LINE = "command line"
 
 
@@ -190,6 +190,47 @@ def _type_name(tp: Any) -> str:
     return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(tp, str(tp))
 
 
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return value
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[Any], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
+
+
 def coerce(value: Any, tp: Any) -> Any:
     """`value` as type `tp`, or ValueError saying why not. Strict: 16.9 is not an int, true is not a
     number, inf and nan are not numbers, a mapping is not a list."""
@@ -211,37 +252,7 @@ def coerce(value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"must be a mapping of keys to values, not {type(value).__name__}")
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ValueError(f"must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise ValueError(f"must be a whole number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise ValueError(f"must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"must be text, got {value!r}")
-        return value
-    return value
+    return _SCALARS[tp](value) if tp in _SCALARS else value
 
 
 def check_rules(config: Any) -> list[tuple[str, str]]:

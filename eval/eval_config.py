@@ -1,14 +1,14 @@
-"""`koqa eval` settings: one dataclass, its fields the command's flags (see koqa/config.py)."""
+"""`koqa eval` settings: one dataclass, its fields the command's flags (see koqa/settings.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koqa.config import POSITIVE, columns_setting, encoding_setting, setting
 from koqa.data_tools.normalize import DEFAULT_STEPS, STEPS
 from koqa.eval.backends import BACKEND_CHOICES
 from koqa.runs import CHECKPOINTS
 from koqa.runtime import DTYPES
+from koqa.settings import POSITIVE, columns_setting, encoding_setting, setting
 from koqa.trackers import missing_packages, report_to_setting
 
 SPAN_MODES = ("off", "snap", "constrain")
@@ -38,10 +38,12 @@ class EvalConfig:
         help="local HF model folder or cached hub id (default: the adapter run's, else the embedded Gemma 3 270M)"
     )
     backend: str = setting("auto", help="generation backend", choices=BACKEND_CHOICES)
-    batch_size: int = setting(16, help="transformers backend batch size", check=POSITIVE)
+    batch_size: int | None = setting(help="transformers backend: questions a batch (default 16)", check=POSITIVE)
     max_length: int | None = setting(help="prompt token limit (default: the run's, else 1024)", check=POSITIVE)
     max_context_chars: int | None = setting(help="cut contexts to this many characters first", check=POSITIVE)
-    max_new_tokens: int = setting(32, help="answer token limit", check=POSITIVE)
+    max_new_tokens: int | None = setting(
+        help="answer token limit (default: the adapter run's max_answer_tokens, else 32)", check=POSITIVE
+    )
     no_answer: str | None = setting(help="the answer that means 'no answer' (default: the run's, else 답 없음)")
     template: str | None = setting(help="prompt template (default: the adapter run's, else ko_instruct)")
     span: str = setting(
@@ -64,10 +66,9 @@ class EvalConfig:
     encoding: str = encoding_setting()
     columns: list[str] = columns_setting()
     dtype: str = setting("auto", help="compute dtype; auto is bf16 where the CPU or GPU has it", choices=DTYPES)
-    chunk_size: int = setting(
-        64,
-        help="transformers backend: answers are saved after every chunk of this many questions; "
-        "vLLM keeps every question in flight and saves answers as they finish",
+    chunk_size: int | None = setting(
+        help="transformers backend and ensembles: answers are saved after every chunk of this many questions "
+        "(default 64); vLLM keeps every question in flight and saves answers as they finish",
         check=POSITIVE,
     )
     vllm_compile: bool = setting(False, help="torch.compile in the vLLM engine: faster generation, longer start-up")
@@ -80,9 +81,36 @@ class EvalConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = missing_packages(self.report_to)
-        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
-            if getattr(self, key) > 1 and self.backend == "hf":
-                found.append((key, f"{key} is a vLLM setting; the hf backend runs on one device"))
+        if self.backend != "auto":
+            found += backend_problems(self, self.backend)
         if len(set(self.adapter)) != len(self.adapter):
             found.append(("adapter", "the same adapter is named twice (name each run once)"))
         return found
+
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_CHUNK_SIZE = 64
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+def backend_problems(config: EvalConfig, backend: str) -> list[tuple[str, str]]:
+    """The settings `config` gives that `backend` would not honour, each (field, why): checked when the
+    config is read for an explicit --backend, and again once `auto` has chosen one."""
+    found = []
+    if backend == "hf":
+        for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+            if getattr(config, key) > 1:
+                found.append((key, f"{key} is a vLLM setting; the transformers (hf) backend runs on one device"))
+        if config.vllm_compile:
+            found.append(("vllm_compile", "vllm_compile is a vLLM setting; the transformers (hf) backend has none"))
+    if backend == "vllm":
+        if config.batch_size is not None:
+            found.append(("batch_size", "batch_size is a transformers (hf) setting; vLLM batches by itself"))
+        if config.chunk_size is not None and len(config.adapter) < 2:
+            found.append(
+                (
+                    "chunk_size",
+                    "chunk_size is a transformers (hf) and ensemble setting; vLLM saves answers as they come",
+                )
+            )
+    return found
