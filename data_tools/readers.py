@@ -189,6 +189,7 @@ def read_dacon_csv(
     header, rows = read_csv_rows(Path(path), encoding, tuple(name[f] for f in DACON_TEST_COLUMNS), checker)
     answer = name["answers"]
     has_answers = answer in header
+    checker.unread_columns = [c for c in header if c not in name.values()]
     for line_no, row in rows:
         if has_answers and text_problem(row[answer]):
             checker.bad(line_no, answer, text_problem(row[answer]))
@@ -353,6 +354,13 @@ def read_records(
     if fmt not in FORMATS:
         raise KoqaError(f"unknown format '{fmt}'", file=str(path), fix=f"use one of {', '.join(FORMATS)}")
     if fmt in TABLE_FORMATS:
+        if encoding != "auto":
+            raise KoqaError(
+                f"--encoding does not apply to {fmt} data (its text is stored as UTF-8)",
+                file=str(path),
+                field="encoding",
+                fix="leave --encoding at auto",
+            )
         return read_table(path, fmt=fmt, on_bad_row=on_bad_row, check_span=check_span, columns=mapping)
     if fmt == "squad" and mapping:
         raise KoqaError("--columns does not apply to SQuAD JSON (its keys are fixed)", file=str(path), field="columns")

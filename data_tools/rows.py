@@ -82,6 +82,8 @@ def add_rows(checker: RecordChecker, rows, columns: dict[str, str] | None = None
                     fix="name existing columns in --columns FIELD=COLUMN",
                 )
             missing_checked = True
+            known = {*name.values(), "answer", "answer_starts", "unanswerable"}
+            checker.unread_columns = [str(c) for c in item if c not in known]
         answers_column = name["answers"] if name["answers"] in item or "answers" in columns else "answer"
         answers, starts = _answers_value(item.get(answers_column, []), plain_text=answers_column != "answers")
         title = item.get(name["title"])

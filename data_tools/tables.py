@@ -103,7 +103,8 @@ def folder_rows(path: Path, split: str | None = None) -> Rows:
         )
     try:
         dataset = load_from_disk(file)
-    except (OSError, ValueError, KeyError) as exc:
+    # a malformed state.json or dataset_info.json (a list, wrong types) fails inside datasets in any of these
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise KoqaError(f"not a readable datasets folder: {str(exc).splitlines()[0][:200]}", file=file) from None
     if isinstance(dataset, DatasetDict):
         dataset = _pick_split(dataset, split, file, f"pass the split's own folder, e.g. {path / list(dataset)[0]}")

@@ -14,6 +14,7 @@ collected and reported, never dropped silently.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from koqa.data_tools.records import BadRow, QARecord
 from koqa.errors import KoqaError
 
 ON_BAD_ROW = ("fail", "skip")
+log = logging.getLogger(__name__)
 
 
 def text_problem(value: object) -> str | None:
@@ -61,6 +63,7 @@ class RecordChecker:
         self.result = ReadResult()
         self.seen: dict[str, object] = {}
         self.unanswered: list[tuple[object, QARecord]] = []
+        self.unread_columns: list[str] = []  # columns no field is read from (set by the reader)
 
     def bad(self, row: object, field_name: str, reason: str, fix: str | None = None) -> None:
         if self.on_bad_row == "fail":
@@ -186,6 +189,14 @@ class RecordChecker:
                     fix="give it an answer; if it is unanswerable, mark it with is_impossible: true (SQuAD 2.0)",
                 )
         self.result.has_answers = answered > 0
+        if not answered and self.unread_columns:
+            # read as questions without answers: if one of these columns holds them, say so before scoring nothing
+            log.warning(
+                "%s: no answer column, so its questions have no gold answers; columns not read: %s "
+                "(if one holds the answers: --columns answers=COLUMN)",
+                self.file,
+                ", ".join(self.unread_columns)[:200],
+            )
         return self.result
 
 

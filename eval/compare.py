@@ -42,32 +42,39 @@ def read_scored_rows(path: str | Path, metrics: tuple[str, ...] = ("f1", "em")) 
         path = path / "predictions.csv"
     if not path.is_file():
         raise KoqaError("no predictions.csv here (pass a `koqa eval` folder or its predictions.csv)", file=str(path))
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [m for m in ("id", *metrics) if m not in (reader.fieldnames or [])]
-        if missing:
-            raise KoqaError(
-                f"no '{missing[0]}' column (is this a predictions.csv scored against gold answers?)",
-                file=str(path),
-                field=missing[0],
-            )
-        rows: dict[str, dict] = {}
-        for row_number, row in enumerate(reader, start=2):
-            if row["id"] in rows:
-                raise KoqaError(f"duplicate id '{row['id']}'", file=str(path), row=row_number, field="id")
-            scores = {}
-            for metric in metrics:
-                try:
-                    scores[metric] = float(row[metric])
-                except (TypeError, ValueError):
-                    raise KoqaError(
-                        f"'{row[metric]}' is not a number", file=str(path), row=row_number, field=metric
-                    ) from None
-                if not 0 <= scores[metric] <= 1:
-                    raise KoqaError(
-                        f"{scores[metric]} is not a score in [0, 1]", file=str(path), row=row_number, field=metric
-                    )
-            rows[row["id"]] = {"prediction": row.get("prediction", ""), "question": row.get("question"), **scores}
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return _scored_rows(csv.DictReader(handle), path, metrics)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not a CSV file ({exc})"
+        raise KoqaError(f"is {reason}: a predictions.csv written by koqa eval is UTF-8 CSV", file=str(path)) from None
+
+
+def _scored_rows(reader: csv.DictReader, path: Path, metrics: tuple[str, ...]) -> dict[str, dict]:
+    missing = [m for m in ("id", *metrics) if m not in (reader.fieldnames or [])]
+    if missing:
+        raise KoqaError(
+            f"no '{missing[0]}' column (is this a predictions.csv scored against gold answers?)",
+            file=str(path),
+            field=missing[0],
+        )
+    rows: dict[str, dict] = {}
+    for row_number, row in enumerate(reader, start=2):
+        if row["id"] in rows:
+            raise KoqaError(f"duplicate id '{row['id']}'", file=str(path), row=row_number, field="id")
+        scores = {}
+        for metric in metrics:
+            try:
+                scores[metric] = float(row[metric])
+            except (TypeError, ValueError):
+                raise KoqaError(
+                    f"'{row[metric]}' is not a number", file=str(path), row=row_number, field=metric
+                ) from None
+            if not 0 <= scores[metric] <= 1:
+                raise KoqaError(
+                    f"{scores[metric]} is not a score in [0, 1]", file=str(path), row=row_number, field=metric
+                )
+        rows[row["id"]] = {"prediction": row.get("prediction", ""), "question": row.get("question"), **scores}
     return rows
 
 

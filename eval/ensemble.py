@@ -48,6 +48,22 @@ def _score_key(member: int, qid: str, candidate: str) -> str:
     return json.dumps([member, qid, candidate], ensure_ascii=False)
 
 
+def refuse_repeated_members(members: list, adapters: list[str]) -> None:
+    """The same adapter named twice in two spellings (a trailing slash, the run or its adapter/ folder,
+    a link, a copy): the same weights on the same base counted twice are not an ensemble."""
+    seen: dict[str, str] = {}
+    for member, given in zip(members, adapters):
+        where = member.fingerprint["adapter_digest"]
+        if where in seen:
+            raise KoqaError(
+                f"is the same adapter as '{seen[where]}' (the same weights on the same base model)",
+                file=given,
+                field="adapter",
+                fix="name each run once",
+            )
+        seen[where] = given
+
+
 def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dict:
     """Evaluate each of `config.adapter`, then combine their answers; `generators` (one per adapter,
     objects with `.generate` and `.score`) replace the backends, for tests."""
@@ -58,6 +74,7 @@ def evaluate_ensemble(config: EvalConfig, generators: list | None = None) -> dic
     records = read_eval_records(config)
     out = Path(config.out)
     members = [prepare_eval(records, config, adapter) for adapter in adapters]
+    refuse_repeated_members(members, adapters)
 
     # 1. every member's own answers (and its own scored folder, to compare against)
     answers = []

@@ -1,6 +1,8 @@
 """The Dacon / KorQuAD 1.0 metrics: character F1, exact match, and token F1.
 
-Normalisation (KorQuAD evaluate-v1.0): the characters ' " 《 》 < > 〈 〉 ( ) ‘ ’ become spaces,
+Normalisation (KorQuAD evaluate-v1.0): text is first put in Unicode NFC (a decomposed 한 is one
+character, as on screen; the official script compares code points, and on NFC text, as every KorQuAD
+file is, the two agree), then the characters ' " 《 》 < > 〈 〉 ( ) ‘ ’ become spaces,
 text is lower-cased, ASCII punctuation is deleted and whitespace collapsed.  Leaderboard F1 is
 the harmonic mean of precision and recall over the multiset of non-space characters; every
 question scores its best gold answer; a dataset scores the mean, unanswered questions scoring 0.
@@ -13,6 +15,7 @@ A question with no gold answer (unanswerable, SQuAD 2.0) scores as the SQuAD 2.0
 from __future__ import annotations
 
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -21,6 +24,7 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
     return " ".join(text.translate(_TO_SPACE).lower().translate(_PUNCT).split())
 
 

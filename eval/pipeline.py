@@ -52,6 +52,23 @@ def postprocess(raw: str, context: str, normalize, span: str, no_answer: str = N
     return answer
 
 
+def refuse_no_answer_golds(records, no_answer: str) -> None:
+    """A gold answer that reads as the no-answer text would be blanked when predicted (postprocess):
+    refused, naming its file and row, rather than scoring a right answer as wrong."""
+    if not no_answer:
+        return
+    said = normalize_answer(no_answer)
+    for r in records:
+        if any(normalize_answer(a) == said for a in r.answers):
+            raise KoqaError(
+                f"the gold answer is the no-answer text '{no_answer}', which evaluation turns into an empty answer",
+                file=r.source or None,
+                row=r.row or r.id,
+                field="answer",
+                fix="set no_answer to a phrase no gold answer uses",
+            )
+
+
 def read_eval_records(config: EvalConfig) -> list:
     result = read_records(config.data, encoding=config.encoding, check_span=False, columns=config.columns)
     records = result.records
@@ -127,6 +144,7 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
         max_context_chars=config.max_context_chars,
         no_answer=config.no_answer or (info.no_answer if info else NO_ANSWER),
     )
+    refuse_no_answer_golds(records, renderer.no_answer)
     # the adapter by its weights, not only its folder: a run retrained in place must not reuse old answers
     fingerprint = {
         "model": model,

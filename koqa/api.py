@@ -29,12 +29,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from koqa.errors import KoqaError
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
 
 def _settings(cls, config, settings: dict[str, Any]):
     from koqa.settings import load
 
     plain = {k: _as_setting(v) for k, v in settings.items() if v is not None}
-    return load(cls, config_file=_as_setting(config) if config else None, flags=plain)
+    config_file = _as_setting(config) if config else None
+    if config_file and Path(str(config_file)).suffix.lower() not in CONFIG_SUFFIXES:
+        # evaluate("small.csv"): the first argument is the settings file, the data is a keyword
+        raise KoqaError(
+            "is not a config file (.yaml, .toml or .json): the first argument names the settings file",
+            file=str(config_file),
+            field="config",
+            fix=f"pass data with data={str(config_file)!r}",
+        )
+    return load(cls, config_file=config_file, flags=plain)
 
 
 def _as_setting(value: Any) -> Any:
@@ -167,7 +180,9 @@ def evaluate(config=None, **settings) -> Evaluation:
     from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate as run
 
-    if "adapter" in settings and not isinstance(settings["adapter"], (list, tuple)):
+    if settings.get("adapter") is None:  # adapter=None: the base model, as with no adapter at all
+        settings.pop("adapter", None)
+    elif not isinstance(settings["adapter"], (list, tuple)):
         settings["adapter"] = [settings["adapter"]]
     eval_config = _settings(EvalConfig, config, settings)
     pipeline.PROGRESS_BAR = True

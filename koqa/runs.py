@@ -234,6 +234,18 @@ class Adapter:
 CHECKPOINTS = ("best", "final")
 
 
+def refuse_broken_best(run: RunFolder) -> None:
+    """A run whose best/ is there (or recorded) but incomplete: never the final adapter in its place."""
+    info = run.info() if run.info_file.is_file() else None
+    has_best = run.best_dir.is_dir() or bool(info and info.best)
+    if has_best and not (run.best_dir / "adapter_config.json").is_file():
+        raise KoqaError(
+            "the run's best adapter is missing or incomplete (no best/adapter_config.json)",
+            file=str(run.best_dir),
+            fix="pass --checkpoint final for the adapter at the end of training, or train the run again",
+        )
+
+
 def locate_adapter(path: str | Path, checkpoint: str = "best") -> Adapter:
     """The adapter of a `koqa sft` run folder, or a bare adapter folder (inside a run or not). Of a
     run trained with eval_steps, `checkpoint` picks the best validation F1 (RUN/best/) or the end of
@@ -241,6 +253,7 @@ def locate_adapter(path: str | Path, checkpoint: str = "best") -> Adapter:
     p = Path(path)
     candidates = [(p / "adapter", p), (p, p.parent)]
     if checkpoint == "best":
+        refuse_broken_best(RunFolder(p))
         candidates.insert(0, (p / "best", p))
     for adapter, run_dir in candidates:
         if (adapter / "adapter_config.json").is_file():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,9 @@ from koqa.train.train_config import TrainConfig
 log = logging.getLogger(__name__)
 BASE = "base"
 SET_BY_THE_SWEEP = ("data", "out", "resume", "validation")
+SET_FOR_THE_SCORING = ("data", "out", "adapter", "limit")
+# each variant is a training run: a grid larger than this is a typo, not a plan
+MAX_VARIANTS = 200
 
 
 @dataclass
@@ -119,6 +123,13 @@ def variant_overrides(config: SweepConfig) -> list[tuple[str, dict]]:
         if not isinstance(values, list) or not values:
             raise KoqaError(f"grid key '{key}' needs a list of values, got {values!r}", field="grid")
     keys = list(grid)
+    planned = len(found) + (math.prod(len(v) for v in grid.values()) if keys else 0)
+    if planned > MAX_VARIANTS:
+        raise KoqaError(
+            f"the sweep has {planned} variants, more than {MAX_VARIANTS}: each one is a training run",
+            field="grid" if keys else "variants",
+            fix="vary fewer settings or fewer values at a time",
+        )
     for combination in itertools.product(*(grid[k] for k in keys)) if keys else ():
         overrides = dict(zip(keys, combination))
         found.append((",".join(f"{k}={v}" for k, v in overrides.items()), overrides))
@@ -132,13 +143,29 @@ def variant_overrides(config: SweepConfig) -> list[tuple[str, dict]]:
     return found
 
 
+def refuse_sweep_keys(section: dict, fixed: tuple[str, ...], name: str) -> None:
+    """A sweep file's section may not set what the sweep sets for every variant."""
+    taken = sorted(set(section) & set(fixed))
+    if taken:
+        raise KoqaError(
+            f"the sweep file's '{name}' section sets {', '.join(taken)}, which the sweep sets for every variant",
+            field=name,
+            fix=f"remove {', '.join(taken)} from it (the sweep's own flags set them)",
+        )
+
+
 def plan(config: SweepConfig) -> list[Variant]:
     """Every variant's training settings, built and checked before anything is trained."""
     out = Path(config.out)
     # the sweep scores every variant itself: no scoring after training unless the settings ask for it
     base_layers = [("sweep defaults", {"validation_limit": 0})]
     if config.base:
-        base_layers.append((config.base, read_config_file(config.base)))
+        base = read_config_file(config.base)
+        replaced = sorted(set(base) & set(SET_BY_THE_SWEEP))
+        if replaced:
+            log.info("%s: its %s are replaced by the sweep's for every variant", config.base, ", ".join(replaced))
+        base_layers.append((config.base, base))
+    refuse_sweep_keys(config.sft, SET_BY_THE_SWEEP, "sft")
     base_layers.append(("sweep section 'sft'", config.sft))
     variants, problems = [], []
     for name, overrides in variant_overrides(config):
@@ -163,6 +190,7 @@ def plan(config: SweepConfig) -> list[Variant]:
 
 
 def eval_config(config: SweepConfig, variant: Variant) -> EvalConfig:
+    refuse_sweep_keys(config.eval, SET_FOR_THE_SCORING, "eval")
     validation = config.validation or str(Path(config.data) / "validation.jsonl")
     if not Path(validation).is_file():
         raise KoqaError(

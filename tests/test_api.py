@@ -20,6 +20,20 @@ def test_settings_are_checked_as_on_the_command_line(tmp_path, dacon_train):
     assert not (tmp_path / "run").exists()
 
 
+def test_data_given_where_the_config_file_goes_says_so(tmp_path, dacon_train):
+    with pytest.raises(KoqaError, match=r"train.csv: field 'config': is not a config file .*data='.*train.csv'"):
+        kq.evaluate(dacon_train, out=tmp_path / "ev")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_no_adapter_evaluates_the_base_model(tmp_path, tiny_model_dir, dacon_train):
+    settings = dict(data=dacon_train, model=tiny_model_dir, backend="hf", max_new_tokens=4, limit=2)
+    base = kq.evaluate(adapter=None, out=tmp_path / "none", **settings)
+    assert base.metrics["n"] == 2
+    plain = kq.evaluate(out=tmp_path / "plain", **settings)
+    assert list(base.predictions()["prediction"]) == list(plain.predictions()["prediction"])
+
+
 def test_stages_chain_and_give_dataframes(tmp_path, tiny_model_dir, dacon_train, default_model_dir):
     data = kq.preprocess(dacon_train, out=tmp_path / "data", validation_fraction=0.5)
     assert data.train.is_file() and data.validation.is_file()

@@ -117,3 +117,24 @@ def test_runs_over_other_questions_under_the_same_ids_are_not_paired(tmp_path):
     with pytest.raises(KoqaError, match="asked other questions under the same ids") as info:
         compare(CompareConfig(runs=[str(tmp_path / "a"), str(tmp_path / "b")]))
     assert "'x2'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id,question,prediction,f1,em\nq1,질문,답,1,1\n".encode("cp949"), "is not UTF-8 text"),
+        (b"id,f1,em\nq1,1\x00,1\n", "row 2: field .f1.: .1\\x00. is not a number"),
+    ],
+)
+def test_a_predictions_file_koqa_did_not_write_is_one_line(tmp_path, content, message):
+    base = write_scored(tmp_path / "a", [("q1", "x", 1.0, 1)])
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "predictions.csv").write_bytes(content)
+    with pytest.raises(KoqaError, match=f"predictions.csv: {message}"):
+        compare(CompareConfig(runs=[str(base), str(other)]))
+    result = subprocess.run(
+        [sys.executable, "-m", "koqa.cli", "compare", str(base), str(other)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

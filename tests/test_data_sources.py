@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import DACON_ROWS, REPO, TINY_TRAINING
+from conftest import DACON_ROWS, REPO, TINY_TRAINING, write_csv
 from koqa.data_tools.readers import read_records
 from koqa.errors import KoqaError
 
@@ -293,3 +293,56 @@ def test_a_preprocess_folder_with_an_empty_validation_side_trains_without_valida
     )
     train, validation = read_training_records(config)
     assert len(train) == len(records) and validation == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["[]", "null", '{"_data_files": 3}', '{"_data_files": [{"filename": 5}]}', "{", '"text"', "\xff\xfe"],
+)
+def test_a_datasets_folder_with_a_malformed_state_json_is_one_line(tmp_path, state):
+    datasets.Dataset.from_dict(hf_rows()).save_to_disk(str(tmp_path / "folder"))
+    (tmp_path / "folder" / "state.json").write_text(state, encoding="latin-1")
+    with pytest.raises(KoqaError, match=r"folder: not a readable datasets folder"):
+        read_records(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("kind", ["folder", "parquet"])
+def test_an_encoding_on_a_format_without_one_is_refused(tmp_path, kind):
+    source = make_source(kind, tmp_path)
+    columns = COLUMNS.get(kind, [None, None])[1]
+    with pytest.raises(KoqaError, match="field 'encoding': --encoding does not apply to"):
+        read_records(source, encoding="cp949", columns=columns.split(",") if columns else None)
+    assert len(read_records(source, columns=columns.split(",") if columns else None).records) == len(DACON_ROWS)
+
+
+def test_a_file_whose_answers_column_has_another_name_names_it(tmp_path, caplog):
+    rows = hf_rows(("id", "context", "question", "gold_text"))
+    rows["gold_text"] = [r[3] for r in DACON_ROWS]
+    datasets.Dataset.from_dict(rows).to_parquet(tmp_path / "d.parquet")
+    write_csv(tmp_path / "d.csv", ["id", "context", "question", "정답"], DACON_ROWS)
+    for name, column in (("d.parquet", "gold_text"), ("d.csv", "정답")):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = read_records(tmp_path / name)
+        assert not result.has_answers
+        assert f"no answer column, so its questions have no gold answers; columns not read: {column}" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            mapped = read_records(tmp_path / name, columns=[f"answers={column}"])
+        assert mapped.has_answers and not caplog.text
+    caplog.clear()
+    plain = {k: v for k, v in hf_rows().items() if k != "answers"}
+    datasets.Dataset.from_dict(plain).to_parquet(tmp_path / "test.parquet")
+    with caplog.at_level("WARNING"):  # a test file with only koqa's columns: nothing to say
+        assert not read_records(tmp_path / "test.parquet").has_answers
+    assert "no answer column" not in caplog.text
+
+
+def test_training_on_a_gold_answer_equal_to_the_no_answer_text_is_refused(tmp_path, tiny_model_dir):
+    rows = [*DACON_ROWS, ("NOANS", "질문에 답할 수 없으면 답 없음이라고 쓴다.", "무엇이라고 쓰나?", "답 없음")]
+    data = write_csv(tmp_path / "d.csv", ["id", "context", "question", "answer"], rows)
+    run = tmp_path / "run"
+    result = koqa("sft", "--data", data, "--out", run, "--model", tiny_model_dir, "--max-steps", "1", *TINY_TRAINING)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "d.csv: row 8: field 'answer': the gold answer is the no-answer text '답 없음'" in result.stderr
+    assert "Traceback" not in result.stderr and not (run / "adapter").exists()

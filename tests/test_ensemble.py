@@ -167,6 +167,18 @@ def test_an_ensemble_needs_two_different_adapters(tmp_path, dacon_train):
         evaluate(EvalConfig(data=str(dacon_train), out=str(tmp_path / "out"), adapter=[adapter, adapter]))
 
 
+def test_the_same_adapter_in_two_spellings_is_one_member(tmp_path, dacon_train, default_model_dir):
+    import shutil
+
+    adapter = _adapter(tmp_path / "a", b"w")
+    shutil.copytree(adapter, tmp_path / "copy")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    for other in (adapter + "/", str(tmp_path / "a" / ".." / "a"), str(tmp_path / "link"), str(tmp_path / "copy")):
+        with pytest.raises(KoqaError, match=r"field 'adapter': is the same adapter as '.*a' \(the same weights"):
+            run_ensemble_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(), [adapter, other])
+        assert not (tmp_path / "out").exists()
+
+
 def _random_lora(model_dir, out, seed):
     """A LoRA adapter with random (not zero) B matrices, so it changes the model's answers."""
     import torch

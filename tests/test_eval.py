@@ -418,3 +418,45 @@ def test_a_generator_the_evaluation_opened_is_closed(tmp_path, dacon_train, defa
     monkeypatch.setattr(pipeline, "load_generator", fake_load_generator)
     run_eval(str(dacon_train), str(tmp_path / "out"), EvalConfig(backend="hf"))
     assert len(opened) == 1 and getattr(opened[0], "closed", False)
+
+
+def test_a_gold_answer_equal_to_the_no_answer_text_is_refused(tmp_path, default_model_dir):
+    from conftest import write_csv
+
+    rows = [*DACON_ROWS[:2], ("NOANS", "질문에 답할 수 없으면 답 없음이라고 쓴다.", "무엇이라고 쓰나?", "답 없음")]
+    data = write_csv(tmp_path / "d.csv", ["id", "context", "question", "answer"], rows)
+    refused = r"d.csv: row 4: field 'answer': the gold answer is the no-answer text '답 없음'"
+    with pytest.raises(KoqaError, match=refused):
+        run_eval(str(data), str(tmp_path / "out"), EvalConfig(), generator=ScriptedGenerator(["x"] * 3))
+    assert not (tmp_path / "out").exists()
+    answers = [GOLD["TRAIN_000"], GOLD["TRAIN_001"], "답 없음"]
+    result = run_eval(
+        str(data), str(tmp_path / "out"), EvalConfig(no_answer="모름"), generator=ScriptedGenerator(answers)
+    )
+    assert result["metrics"]["exact_match"] == 1.0  # the right answer, not blanked
+
+
+def test_decomposed_gold_answers_score_against_composed_predictions(tmp_path, default_model_dir):
+    import unicodedata
+
+    from conftest import write_csv
+
+    rows = [(i, unicodedata.normalize("NFD", c), q, unicodedata.normalize("NFD", a)) for i, c, q, a in DACON_ROWS]
+    data = write_csv(tmp_path / "nfd.csv", ["id", "context", "question", "answer"], rows)
+    answers = [GOLD[r[0]] for r in DACON_ROWS]  # composed (NFC), as the nfc post-processing writes them
+    result = run_eval(str(data), str(tmp_path / "out"), EvalConfig(), generator=ScriptedGenerator(answers))
+    assert result["metrics"]["exact_match"] == 1.0 and result["metrics"]["f1"] == 1.0
+
+
+def test_a_broken_best_adapter_is_refused_not_replaced_by_the_final_one(tmp_path):
+    from koqa.runs import locate_adapter
+
+    run = tmp_path / "run"
+    for folder in (run / "adapter", run / "best"):
+        folder.mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(KoqaError, match=r"best: the run's best adapter is missing or incomplete .*--checkpoint final"):
+        locate_adapter(run)
+    assert locate_adapter(run, "final").dir == str(run / "adapter")
+    (run / "best" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    assert locate_adapter(run).dir == str(run / "best")

@@ -51,3 +51,16 @@ def test_best_gold_and_dataset_mean_with_unanswered():
     assert metrics["f1"] == pytest.approx((1 + f1_q2 + 0) / 3)
     assert metrics["exact_match"] == pytest.approx(1 / 3)
     assert metrics["n"] == 3
+
+
+def test_decomposed_and_composed_hangul_score_the_same():
+    import unicodedata
+
+    gold = "김민준 대표"
+    nfd = unicodedata.normalize("NFD", gold)
+    assert nfd != gold and len(nfd) > len(gold)
+    assert exact_match(gold, nfd) == exact_match(nfd, gold) == 1.0
+    assert char_f1(gold, nfd) == 1.0
+    # one syllable of three counted once, not as its two or three jamo
+    assert char_f1(unicodedata.normalize("NFD", "김민"), "김민준") == pytest.approx(2 * (2 / 3) / (1 + 2 / 3))
+    assert score_one(nfd, [gold])["f1"] == 1.0

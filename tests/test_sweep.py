@@ -10,7 +10,7 @@ import yaml
 
 from koqa.errors import KoqaError
 from koqa.settings import load
-from koqa.sweep import SweepConfig, plan, variant_overrides
+from koqa.sweep import SweepConfig, eval_config, plan, variant_overrides
 
 
 def koqa(*args):
@@ -115,3 +115,31 @@ def test_sweep_trains_scores_tabulates_and_resumes_without_retraining(tmp_path, 
     assert "learning_rate=2e-3: resuming" in again.stderr
     assert (out / "base" / "run" / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == finished["base"]
     assert json.loads((out / "sweep.json").read_text(encoding="utf-8"))["rows"][2]["f1"] == rows[2]["f1"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("sft", "out"), ("sft", "data"), ("sft", "resume"), ("eval", "adapter"), ("eval", "out"), ("eval", "limit")],
+)
+def test_a_sweep_file_section_may_not_set_what_the_sweep_sets(tmp_path, section, key):
+    path = sweep_file(tmp_path, "m")
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    settings[section][key] = [str(tmp_path / "x")] if key == "adapter" else (True if key == "resume" else 3)
+    if key in ("out", "data"):
+        settings[section][key] = str(tmp_path / "elsewhere")
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    config = load(SweepConfig, config_file=path, flags={"out": str(tmp_path / "s"), "data": str(tmp_path)})
+    with pytest.raises(KoqaError, match=f"'{section}' section sets {key}, which the sweep sets"):
+        variants = plan(config)
+        eval_config(config, variants[0])
+    assert not (tmp_path / "s").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_grid_too_large_to_train_is_refused_at_once(tmp_path):
+    grid = {f"k{i}": list(range(10)) for i in range(6)}  # 10^6 variants
+    flags = {"out": str(tmp_path / "s"), "data": "d"}
+    config = load(SweepConfig, config_file=sweep_file(tmp_path, "m", grid=grid), flags=flags)
+    with pytest.raises(KoqaError, match="the sweep has 1000001 variants, more than 200"):
+        variant_overrides(config)
+    small = load(SweepConfig, flags={"out": str(tmp_path / "s"), "data": "d", "vary": ["lora_r=4,8"]})
+    assert len(variant_overrides(small)) == 3

@@ -10,6 +10,7 @@ from koqa.data_tools.readers import read_records
 from koqa.data_tools.records import QARecord
 from koqa.data_tools.tables import is_datasets_folder
 from koqa.errors import KoqaError
+from koqa.eval.pipeline import refuse_no_answer_golds
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[
 def load_training_data(config, renderer) -> TrainingData:
     """Read, augment and render the training questions; refuse data of which nothing fits."""
     records, validation = read_training_records(config)
+    refuse_no_answer_golds(records + validation, renderer.no_answer)
     records, added = augment(records, config)
     if config.shared_context:
         from koqa.shared_context import shared_context_examples
