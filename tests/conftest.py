@@ -73,6 +73,19 @@ TINY_TRAINING = [
 ]
 
 
+def sft_command(data, out, model, *extra, steps: int = 2, method: str = "lora") -> list[str]:
+    """The `koqa sft` arguments of a training test on the tiny model: its data, run folder and model,
+    `steps` steps, the flags that keep it small (TINY_TRAINING, with each method's own size setting),
+    then `extra` (later flags win)."""
+    small = TINY_TRAINING
+    if method in ("prefix", "prompt"):  # no LoRA rank, a few virtual tokens instead
+        small = [*TINY_TRAINING[:-2], "--set", "num_virtual_tokens=4"]
+    command = ["sft", "--data", data, "--out", out, "--model", model, "--max-steps", steps, *small, *extra]
+    if method != "lora":
+        command[1:1] = ["--method", method]
+    return [str(arg) for arg in command]
+
+
 def default_sigint() -> None:
     """preexec_fn for a child the test sends SIGINT: a shell's background job starts with SIGINT
     ignored, which Python would keep, so the child gets the default disposition back."""
@@ -118,3 +131,11 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma3"), default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_default_home(tmp_path_factory, tiny_model_dir) -> Path:
+    """A KOQA_HOME whose embedded default model is the tiny one: for scripts that name no model."""
+    from tiny_model import as_default_model
+
+    return as_default_model(tmp_path_factory.mktemp("koqa-home"), tiny_model_dir)

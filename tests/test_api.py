@@ -1,6 +1,7 @@
 """koqa.api, the stages for notebooks: the same settings and checks as the commands, results that hold
 their paths and metrics, tables as DataFrames; and docs/notebook_example.py run end to end."""
 
+import os
 import subprocess
 import sys
 
@@ -64,11 +65,14 @@ def test_stages_chain_and_give_dataframes(tmp_path, tiny_model_dir, dacon_train,
     assert table.loc[1, "n"] == len(DACON_ROWS)
 
 
-def test_the_notebook_example_runs_end_to_end(tmp_path, default_model_dir):
+def test_the_notebook_example_runs_end_to_end(tmp_path, tiny_default_home):
+    # every cell as written, on the tiny model standing in for the default one so that CI stays
+    # short: the same stages, backends (vLLM included) and files
     result = subprocess.run(
         # as a notebook runs it: no main script for vLLM's spawned engine process to import again
         [sys.executable, "-c", f"import runpy; runpy.run_path({str(REPO / 'docs' / 'notebook_example.py')!r})"],
         cwd=tmp_path,
+        env={**os.environ, "KOQA_HOME": str(tiny_default_home)},
         capture_output=True,
         text=True,
         timeout=1800,

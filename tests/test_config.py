@@ -173,8 +173,8 @@ def test_token_shaped_values_are_refused_and_not_echoed():
 
 
 def test_plural_token_settings_are_not_secrets():
-    config = load(TrainConfig, flags={"data": "x", "out": "y", "num_virtual_tokens": 4, "max_answer_tokens": 8})
-    assert config.num_virtual_tokens == 4
+    flags = {"data": "x", "out": "y", "method": "prompt", "num_virtual_tokens": 4, "max_answer_tokens": 8}
+    assert load(TrainConfig, flags=flags).num_virtual_tokens == 4
 
 
 def test_out_of_range_values_are_refused_together_before_any_work():

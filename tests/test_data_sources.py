@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import DACON_ROWS, REPO, TINY_TRAINING, write_csv
+from conftest import DACON_ROWS, REPO, sft_command, write_csv
 from koqa.data_tools.readers import read_records
 from koqa.errors import KoqaError
 
@@ -187,7 +187,7 @@ def test_preprocess_sft_eval_score_on_each_source(tmp_path, tiny_model_dir, kind
     pp, run, ev = tmp_path / "pp", tmp_path / "run", tmp_path / "ev"
     steps = [
         ["preprocess", source, "--out", pp, "--model", tiny_model_dir, "--validation-fraction", "0.3", *columns],
-        ["sft", "--data", pp, "--out", run, "--model", tiny_model_dir, "--max-steps", "2", *TINY_TRAINING],
+        sft_command(pp, run, tiny_model_dir),
         ["eval", "--data", source, "--adapter", run, "--out", ev, "--backend", "hf", *columns],
         ["score", "--gold", source, "--pred", ev / "predictions.csv", "--out", tmp_path / "sc", *columns],
     ]
@@ -342,7 +342,7 @@ def test_training_on_a_gold_answer_equal_to_the_no_answer_text_is_refused(tmp_pa
     rows = [*DACON_ROWS, ("NOANS", "질문에 답할 수 없으면 답 없음이라고 쓴다.", "무엇이라고 쓰나?", "답 없음")]
     data = write_csv(tmp_path / "d.csv", ["id", "context", "question", "answer"], rows)
     run = tmp_path / "run"
-    result = koqa("sft", "--data", data, "--out", run, "--model", tiny_model_dir, "--max-steps", "1", *TINY_TRAINING)
+    result = koqa(*sft_command(data, run, tiny_model_dir, steps=1))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "d.csv: row 8: field 'answer': the gold answer is the no-answer text '답 없음'" in result.stderr
     assert "Traceback" not in result.stderr and not (run / "adapter").exists()

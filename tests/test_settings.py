@@ -132,3 +132,85 @@ def test_a_warmup_of_the_whole_run_is_refused():
     with pytest.raises(KoqaError) as info:
         load(TrainConfig, flags={**TRAIN, "warmup_ratio": 1.0})
     assert info.value.field == "warmup_ratio"
+
+
+# a value other than the default for each method's own settings
+METHOD_VALUES = {
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.1,
+    "target_modules": ["q_proj"],
+    "skip_layers": 1,
+    "use_dora": True,
+    "loraplus_lr_ratio": 4.0,
+    "num_virtual_tokens": 4,
+    "prompt_init_text": "질문에 답하세요.",
+}
+
+
+class ThreeLayers:
+    """What a method reads of the base model to build its PEFT config: the layer count."""
+
+    class config:  # noqa: N801 - stands in for model.config
+        @staticmethod
+        def get_text_config():
+            return type("TextConfig", (), {"num_hidden_layers": 3})
+
+
+def test_every_method_setting_is_in_the_table():
+    from koqa.train.methods import METHOD_SETTINGS
+
+    assert set(METHOD_VALUES) == set(METHOD_SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_VALUES))
+@pytest.mark.parametrize("method", ["lora", "qlora", "prefix", "prompt"])
+def test_a_method_setting_changes_its_method_or_is_refused_by_the_others(method, name):
+    from koqa.train.methods import METHODS
+
+    flags = {**TRAIN, "method": method, name: METHOD_VALUES[name]}
+    if name not in METHODS[method].settings:
+        with pytest.raises(KoqaError) as info:
+            load(TrainConfig, flags=flags)
+        assert info.value.field == name and f"not of {method}" in str(info.value) and "\n" not in str(info.value)
+        return
+    config = load(TrainConfig, flags=flags)
+    if name == "loraplus_lr_ratio":  # not in the PEFT config: the trainer's optimizer takes it, and
+        assert config.loraplus_lr_ratio == 4.0  # test_train.py::test_dora_loraplus_and_neftune checks its groups
+        return
+    build = METHODS[method].build_peft_config
+    default = build(load(TrainConfig, flags={**TRAIN, "method": method}), ThreeLayers, "m").to_dict()
+    changed = build(config, ThreeLayers, "m").to_dict()
+    differing = {key for key in changed if changed[key] != default.get(key)}
+    assert differing, f"{name}={METHOD_VALUES[name]} changed nothing in the {method} PEFT config"
+
+
+# settings that act only under another one: (setting, value, what makes it act)
+CONDITIONAL = [
+    ("max_questions_per_context", 4, {"shared_context": True}),
+    ("eval_limit", 10, {"eval_steps": 5}),
+    ("eval_backend", "hf", {"eval_steps": 5}),
+    ("early_stopping_patience", 2, {"eval_steps": 5}),
+    ("validation_batch_size", 4, {"eval_steps": 5}),
+    ("validation_batch_size", 4, {"validation_limit": 10}),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "condition"), CONDITIONAL)
+def test_a_setting_that_acts_under_another_is_refused_without_it(name, value, condition):
+    flags = {**TRAIN, "validation_limit": 0, name: value}
+    with pytest.raises(KoqaError) as info:
+        load(TrainConfig, flags=flags)
+    assert info.value.field == name and "would do nothing here" in str(info.value)
+    assert getattr(load(TrainConfig, flags={**flags, **condition}), name) == value
+
+
+def test_the_shipped_configs_set_nothing_their_method_ignores():
+    from pathlib import Path
+
+    import koqa
+
+    configs = [p for p in (Path(koqa.__file__).parent / "configs").glob("*.yaml") if p.name != "demo.yaml"]
+    assert len(configs) >= 5
+    for path in configs:
+        load(TrainConfig, config_file=path, flags=TRAIN)

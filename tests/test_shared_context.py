@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import DACON_ROWS
+from conftest import DACON_ROWS, sft_command
 
 PASSAGE = (
     "한빛전자는 2024년 3분기 매출이 1,200억 원으로 전년보다 12% 늘었다고 밝혔다. 회사는 반도체 소재 판매가 "
@@ -164,26 +164,11 @@ def test_shared_context_loss_equals_the_one_question_loss(tiny_model_dir, attent
 
 
 def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, dacon_train):
-    from test_train import TINY, koqa
+    from test_train import koqa
 
     run = tmp_path / "run"
     result = koqa(
-        [
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
-            "--set",
-            "shared_context=true",
-            "--set",
-            "batch_size=5",
-        ]
+        sft_command(dacon_train, run, tiny_model_dir, "--set", "shared_context=true", "--set", "batch_size=5", steps=1)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
@@ -193,41 +178,22 @@ def test_shared_context_training_run_counts_questions(tmp_path, tiny_model_dir, 
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
     assert info["train_examples"] == 5 and info["train_questions"] == 6 and info["train_tokens"] > 0
     bad = koqa(
-        [
-            "sft",
-            "--method",
-            "prefix",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(tmp_path / "p"),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
-            "--set",
-            "shared_context=true",
-        ]
+        sft_command(
+            dacon_train, tmp_path / "p", tiny_model_dir, "--set", "shared_context=true", steps=1, method="prefix"
+        )
     )
     assert bad.returncode != 0 and "shared_context works with lora and qlora" in bad.stderr
     bad = koqa(
-        [
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(tmp_path / "q"),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
+        sft_command(
+            dacon_train,
+            tmp_path / "q",
+            tiny_model_dir,
             "--set",
             "shared_context=true",
             "--set",
             "answer_only_logits=false",
-        ]
+            steps=1,
+        )
     )
     assert bad.returncode != 0 and "shared_context needs answer_only_logits" in bad.stderr
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from test_train import koqa, losses
 
-from conftest import TINY_TRAINING
+from conftest import sft_command
 from koqa.errors import KoqaError
 from koqa.settings import load
 from koqa.train import TrainConfig
@@ -85,8 +85,8 @@ def test_training_attention_is_eager_on_cpu_unless_set():
 
 def test_an_unknown_attention_is_a_one_line_error(tmp_path, tiny_model_dir, dacon_train):
     run = tmp_path / "run"
-    args = ["sft", "--data", str(dacon_train), "--out", str(run), "--model", str(tiny_model_dir), "--max-steps", "1"]
-    result = koqa([*args, *TINY_TRAINING, "--set", "attn_implementation=bogus"])
+    args = sft_command(dacon_train, run, tiny_model_dir, steps=1)
+    result = koqa([*args, "--set", "attn_implementation=bogus"])
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "attn_implementation" in result.stderr and "'bogus'" in result.stderr
@@ -106,10 +106,8 @@ def test_the_cpu_default_step_trains_to_the_earlier_steps_losses_and_validates(t
         ("default", "true", validation),
     ):
         out = tmp_path / name
-        flags = ["--max-steps", "3", *TINY_TRAINING, "--set", "lora_dropout=0", "--set", f"compile_layers={compiled}"]
-        result = koqa(
-            ["sft", "--data", str(dacon_train), "--out", str(out), "--model", str(tiny_model_dir), *flags, *sets]
-        )
+        flags = ["--set", "lora_dropout=0", "--set", f"compile_layers={compiled}", *sets]
+        result = koqa(sft_command(dacon_train, out, tiny_model_dir, *flags, steps=3))
         assert result.returncode == 0, result.stderr[-3000:]
         assert ("decoder layers compiled" in result.stderr) == (compiled == "true")
         assert f"attention: {'eager' if compiled == 'true' else 'sdpa'}" in result.stderr

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DACON_ROWS, REPO, TINY_TRAINING, default_sigint, write_csv
+from conftest import DACON_ROWS, REPO, default_sigint, sft_command, write_csv
 from koqa.time_budget import CLOCK_FILE
-
-TINY = [*TINY_TRAINING, "--set", "num_virtual_tokens=4"]
 
 
 def koqa(args, env=None, timeout=600):
@@ -40,22 +38,7 @@ def adapter_tensors(run_dir: Path):
 @pytest.mark.parametrize("method", ["lora", "qlora", "prefix", "prompt"])
 def test_every_method_trains_saves_safetensors_and_evaluates(tmp_path, tiny_model_dir, dacon_train, method):
     run = tmp_path / "run"
-    result = koqa(
-        [
-            "sft",
-            "--method",
-            method,
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "2",
-            *TINY,
-        ]
-    )
+    result = koqa(sft_command(dacon_train, run, tiny_model_dir, method=method))
     assert result.returncode == 0, result.stderr[-3000:]
     files = {p.name for p in (run / "adapter").iterdir()}
     assert "adapter_model.safetensors" in files and "adapter_config.json" in files
@@ -138,46 +121,24 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model_dir, method):
 def test_same_config_and_seed_give_the_same_loss_curve(tmp_path, tiny_model_dir, dacon_train):
     curves = []
     for name in ("a", "b"):
-        result = koqa(
-            [
-                "sft",
-                "--data",
-                str(dacon_train),
-                "--out",
-                str(tmp_path / name),
-                "--model",
-                str(tiny_model_dir),
-                "--max-steps",
-                "3",
-                *TINY,
-            ]
-        )
+        result = koqa(sft_command(dacon_train, tmp_path / name, tiny_model_dir, steps=3))
         assert result.returncode == 0, result.stderr[-3000:]
         curves.append(losses(tmp_path / name))
     assert curves[0] == curves[1] and len(curves[0]) == 3
 
 
 def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_model_dir, dacon_train):
-    common = [
-        "sft",
-        "--data",
-        str(dacon_train),
-        "--model",
-        str(tiny_model_dir),
-        "--max-steps",
-        "6",
-        "--set",
-        "save_steps=2",
-        "--set",
-        "lora_dropout=0",
-        *TINY,
-    ]
-    reference = koqa([*common, "--out", str(tmp_path / "ref")])
+    def command(out):
+        return sft_command(
+            dacon_train, out, tiny_model_dir, "--set", "save_steps=2", "--set", "lora_dropout=0", steps=6
+        )
+
+    reference = koqa(command(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     run = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koqa.cli", *common, "--out", str(run)],
+        [sys.executable, "-m", "koqa.cli", *command(run)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -189,13 +150,13 @@ def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_m
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "adapter").exists()
-    again = koqa([*common, "--out", str(run)])
+    again = koqa(command(run))
     assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
     # as if the killed run had trained for 1,000 s before its checkpoint: the clock must carry on from there
     clock_file = run / "checkpoints" / "checkpoint-2" / CLOCK_FILE
     assert json.loads(clock_file.read_text())["trained_seconds"] > 0
     clock_file.write_text(json.dumps({"trained_seconds": 1000.0}))
-    resumed = koqa([*common, "--out", str(run), "--resume"])
+    resumed = koqa([*command(run), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["resumed_from_step"] == 2
@@ -220,25 +181,15 @@ def test_resume_after_sigkill_ends_at_the_uninterrupted_adapter(tmp_path, tiny_m
 
 def test_resume_refuses_other_settings_or_data_and_keeps_the_run(tmp_path, tiny_model_dir, dacon_train):
     run = tmp_path / "run"
-    common = ["sft", "--model", str(tiny_model_dir), "--set", "save_steps=1", *TINY, "--out", str(run)]
-    first = koqa([*common, "--data", str(dacon_train), "--max-steps", "2"])
+
+    def command(data, steps, *extra):
+        return sft_command(data, run, tiny_model_dir, "--set", "save_steps=1", *extra, steps=steps)
+
+    first = koqa(command(dacon_train, 2))
     assert first.returncode == 0, first.stderr[-3000:]
     saved = (run / "config.yaml").read_text()
 
-    other = koqa(
-        [
-            *common,
-            "--data",
-            str(dacon_train),
-            "--max-steps",
-            "3",
-            "--resume",
-            "--set",
-            "lora_r=8",
-            "--set",
-            "learning_rate=0.01",
-        ]
-    )
+    other = koqa(command(dacon_train, 3, "--resume", "--set", "lora_r=8", "--set", "learning_rate=0.01"))
     assert other.returncode == 2, other.stderr[-3000:]
     error = other.stderr.strip().splitlines()[-1]
     assert "--resume with settings other than the run's own" in error
@@ -246,12 +197,12 @@ def test_resume_refuses_other_settings_or_data_and_keeps_the_run(tmp_path, tiny_
     assert f"--config {run / 'config.yaml'}" in error and "Traceback" not in other.stderr
 
     fewer = write_csv(tmp_path / "fewer.csv", ["id", "context", "question", "answer"], DACON_ROWS[:-1])
-    changed_data = koqa([*common, "--data", str(fewer), "--max-steps", "3", "--resume"])
+    changed_data = koqa(command(fewer, 3, "--resume"))
     assert changed_data.returncode == 2 and "training data (train_examples" in changed_data.stderr
     assert (run / "config.yaml").read_text() == saved  # the refused runs wrote nothing
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
 
-    longer = koqa([*common, "--data", str(dacon_train), "--max-steps", "3", "--resume"])  # only the length changes
+    longer = koqa(command(dacon_train, 3, "--resume"))  # only the length changes
     assert longer.returncode == 0, longer.stderr[-3000:]
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["global_step"] == 3 and summary["resumed_from_step"] == 2
@@ -268,16 +219,7 @@ def test_two_process_ddp_run(tmp_path, tiny_model_dir, dacon_train):
         str(config),
         "-m",
         "koqa.cli",
-        "sft",
-        "--data",
-        str(dacon_train),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--model",
-        str(tiny_model_dir),
-        "--max-steps",
-        "2",
-        *TINY,
+        *sft_command(dacon_train, tmp_path / "ddp", tiny_model_dir),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -292,22 +234,7 @@ def test_a_hub_token_never_reaches_logs_or_run_files(tmp_path, tiny_model_dir, d
     secret = "hf_" + "Zq3" * 12
     env = dict(os.environ, HF_TOKEN=secret, HUGGING_FACE_HUB_TOKEN=secret)
     run = tmp_path / "run"
-    result = koqa(
-        [
-            "-v",
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
-        ],
-        env=env,
-    )
+    result = koqa(["-v", *sft_command(dacon_train, run, tiny_model_dir, steps=1)], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert secret not in result.stdout + result.stderr
     for path in run.rglob("*"):
@@ -317,21 +244,16 @@ def test_a_hub_token_never_reaches_logs_or_run_files(tmp_path, tiny_model_dir, d
 
 def test_no_example_fits(tmp_path, tiny_model_dir, dacon_train):
     result = koqa(
-        [
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(tmp_path / "r"),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
+        sft_command(
+            dacon_train,
+            tmp_path / "r",
+            tiny_model_dir,
             "--set",
             "max_length=64",
             "--set",
             "max_answer_tokens=60",
-        ]
+            steps=1,
+        )
     )
     assert result.returncode == 2 and "raise max_length" in result.stderr
 
@@ -342,25 +264,7 @@ def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, tiny_mo
     from transformers import AutoModelForCausalLM
 
     run = tmp_path / "run"
-    assert (
-        koqa(
-            [
-                "sft",
-                "--data",
-                str(dacon_train),
-                "--out",
-                str(run),
-                "--model",
-                str(tiny_model_dir),
-                "--max-steps",
-                "2",
-                "--set",
-                "learning_rate=0.05",
-                *TINY,
-            ]
-        ).returncode
-        == 0
-    )
+    assert koqa(sft_command(dacon_train, run, tiny_model_dir, "--set", "learning_rate=0.05")).returncode == 0
     merged = koqa(["merge", "--adapter", str(run), "--out", str(tmp_path / "merged")])
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
@@ -375,22 +279,9 @@ def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, tiny_mo
 
 
 def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path, tiny_model_dir, dacon_train):
-    common = [
-        "sft",
-        "--data",
-        str(dacon_train),
-        "--model",
-        str(tiny_model_dir),
-        "--max-steps",
-        "40",
-        "--set",
-        "save_steps=1",
-        *TINY,
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    command = sft_command(dacon_train, tmp_path / "run", tiny_model_dir, "--set", "save_steps=1", steps=40)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koqa.cli", *common],
+        [sys.executable, "-m", "koqa.cli", *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -405,7 +296,7 @@ def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path, tiny
     assert proc.returncode == 130, err[-3000:]
     assert "koqa sft: interrupted. Run the same command with --resume to continue." in err
     assert "Traceback" not in err
-    resumed = koqa([*common, "--resume"])
+    resumed = koqa([*command, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 40
 
@@ -417,22 +308,7 @@ def test_qlora_trains_on_cuda(tmp_path, tiny_model_dir, dacon_train):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     run = tmp_path / "run"
-    result = koqa(
-        [
-            "sft",
-            "--method",
-            "qlora",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "2",
-            *TINY,
-        ]
-    )
+    result = koqa(sft_command(dacon_train, run, tiny_model_dir, method="qlora"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -452,22 +328,7 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
     data = write_csv(tmp_path / "train.csv", ["id", "context", "question", "answer"], rows)
     run = tmp_path / "run"
     result = koqa(
-        [
-            "sft",
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "2",
-            *TINY,
-            "--set",
-            "shared_context=true",
-            "--set",
-            "counterfactual_copies=2",
-        ]
+        sft_command(data, run, tiny_model_dir, "--set", "shared_context=true", "--set", "counterfactual_copies=2")
     )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
@@ -481,19 +342,7 @@ def test_counterfactual_copies_join_the_training_set(tmp_path, tiny_model_dir):
     }
     # with one candidate a kind, both copies of a passage are the same text, so they share one sequence
     assert info["train_questions"] == 12 and info["train_examples"] == 4
-    bad = koqa(
-        [
-            "sft",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "bad"),
-            "--model",
-            str(tiny_model_dir),
-            "--set",
-            "counterfactual_copies=-1",
-        ]
-    )
+    bad = koqa(sft_command(data, tmp_path / "bad", tiny_model_dir, "--set", "counterfactual_copies=-1"))
     assert bad.returncode == 2 and "counterfactual_copies must be 0 or more" in bad.stderr
 
 
@@ -510,22 +359,9 @@ def test_synthetic_questions_join_the_training_set(tmp_path, tiny_model_dir):
     )
     run = tmp_path / "run"
     result = koqa(
-        [
-            "sft",
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
-            "--set",
-            "shared_context=true",
-            "--set",
-            "synthetic_questions=2",
-        ]
+        sft_command(
+            data, run, tiny_model_dir, "--set", "shared_context=true", "--set", "synthetic_questions=2", steps=1
+        )
     )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((run / "koqa_run.json").read_text(encoding="utf-8"))
@@ -534,43 +370,25 @@ def test_synthetic_questions_join_the_training_set(tmp_path, tiny_model_dir):
     assert info["synthetic"]["questions"] == 3 and info["synthetic"]["passages"] == 2
     assert info["synthetic"]["original_questions"] == 2
     assert info["train_questions"] == 5 and info["train_examples"] == 2  # they share their passages
-    bad = koqa(
-        [
-            "sft",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "bad"),
-            "--model",
-            str(tiny_model_dir),
-            "--set",
-            "synthetic_questions=-1",
-        ]
-    )
+    bad = koqa(sft_command(data, tmp_path / "bad", tiny_model_dir, "--set", "synthetic_questions=-1"))
     assert bad.returncode == 2 and "synthetic_questions must be 0 or more" in bad.stderr
 
 
 def test_dora_loraplus_and_neftune(tmp_path, tiny_model_dir, dacon_train):
     run = tmp_path / "dora"
     result = koqa(
-        [
-            "sft",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(run),
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "1",
-            *TINY,
+        sft_command(
+            dacon_train,
+            run,
+            tiny_model_dir,
             "--set",
             "use_dora=true",
             "--set",
             "loraplus_lr_ratio=4",
             "--set",
             "save_steps=1",
-        ]
+            steps=1,
+        )
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
@@ -583,38 +401,12 @@ def test_dora_loraplus_and_neftune(tmp_path, tiny_model_dir, dacon_train):
 
     first_loss = {}
     for name, extra in (("plain", []), ("noisy", ["--set", "neftune_noise_alpha=200"])):
-        result = koqa(
-            [
-                "sft",
-                "--data",
-                str(dacon_train),
-                "--out",
-                str(tmp_path / name),
-                "--model",
-                str(tiny_model_dir),
-                "--max-steps",
-                "1",
-                *TINY,
-                *extra,
-            ]
-        )
+        result = koqa(sft_command(dacon_train, tmp_path / name, tiny_model_dir, *extra, steps=1))
         assert result.returncode == 0, result.stderr[-3000:]
         first_loss[name] = losses(tmp_path / name)[0]
     assert first_loss["noisy"] != first_loss["plain"]  # same seed and data: only the embedding noise differs
 
     bad = koqa(
-        [
-            "sft",
-            "--method",
-            "prompt",
-            "--data",
-            str(dacon_train),
-            "--out",
-            str(tmp_path / "bad"),
-            "--model",
-            str(tiny_model_dir),
-            "--set",
-            "loraplus_lr_ratio=4",
-        ]
+        sft_command(dacon_train, tmp_path / "bad", tiny_model_dir, "--set", "loraplus_lr_ratio=4", method="prompt")
     )
     assert bad.returncode == 2 and "LoRA options" in bad.stderr

@@ -55,6 +55,17 @@ def _prompt(config, model, model_path: str):
     )
 
 
+LORA_SETTINGS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "skip_layers",
+    "use_dora",
+    "loraplus_lr_ratio",
+)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -64,14 +75,24 @@ class Method:
     lora: bool = False  # LoRA weights: mergeable, served by vLLM, shared contexts, DoRA and LoRA+
     quantized: bool = False  # the base model is loaded in 4-bit NF4 through bitsandbytes
     virtual_tokens_in_sequence: bool = False  # trained embeddings are prepended to every sequence
+    settings: tuple[str, ...] = ()  # the method's own settings: another method refuses them (train_config)
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("lora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True),
-        Method("qlora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True, quantized=True),
-        Method("prefix", "PREFIX_TUNING", 1e-2, _prefix),
-        Method("prompt", "PROMPT_TUNING", 3e-2, _prompt, virtual_tokens_in_sequence=True),
+        Method("lora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True, settings=LORA_SETTINGS),
+        Method("qlora", LORA_PEFT_TYPES[0], 2e-4, _lora, lora=True, quantized=True, settings=LORA_SETTINGS),
+        Method("prefix", "PREFIX_TUNING", 1e-2, _prefix, settings=("num_virtual_tokens",)),
+        Method(
+            "prompt",
+            "PROMPT_TUNING",
+            3e-2,
+            _prompt,
+            virtual_tokens_in_sequence=True,
+            settings=("num_virtual_tokens", "prompt_init_text"),
+        ),
     )
 }
+# every setting that some method reads and another does not
+METHOD_SETTINGS = tuple(dict.fromkeys(name for m in METHODS.values() for name in m.settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
@@ -19,7 +20,7 @@ from koqa.settings import (
 )
 from koqa.time_budget import TIME_SCHEDULES
 from koqa.trackers import missing_packages, report_to_setting
-from koqa.train.methods import METHODS
+from koqa.train.methods import METHOD_SETTINGS, METHODS, Method
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SCHEDULE_OVER = ("steps", "minutes")
@@ -92,7 +93,11 @@ class TrainConfig:
     )
     batch_size: int = setting(8, help="sequences per device and step", check=POSITIVE)
     gradient_accumulation_steps: int = setting(1, help="steps accumulated per optimiser step", check=POSITIVE)
-    epochs: float = setting(1.0, help="passes over the training data", check=POSITIVE)
+    epochs: float = setting(
+        1.0,
+        help="passes over the training data; max_steps, where set, replaces it (transformers' rule)",
+        check=POSITIVE,
+    )
     max_steps: int = setting(-1, help="stop after N optimiser steps (-1: no limit)", check=STEPS_OR_NO_LIMIT)
     max_minutes: float | None = setting(
         help="stop after N minutes of training (counted across --resume); with "
@@ -191,9 +196,7 @@ class TrainConfig:
         if method is None:
             return []
         found = missing_packages(self.report_to)
-        if (self.use_dora or self.loraplus_lr_ratio is not None) and not method.lora:
-            key = "use_dora" if self.use_dora else "loraplus_lr_ratio"
-            found.append((key, f"use_dora and loraplus_lr_ratio are LoRA options, not for {self.method}"))
+        found += unused_settings(self, method)
         if self.shared_context and not method.lora:
             found.append(
                 (
@@ -212,10 +215,6 @@ class TrainConfig:
             )
         if self.eval_backend == "vllm" and not method.lora:
             found.append(("eval_backend", f"eval_backend vllm serves LoRA adapters, not {self.method} (use hf)"))
-        if self.early_stopping_patience and not self.eval_steps:
-            found.append(
-                ("early_stopping_patience", "early stopping needs evaluations during training: set eval_steps too")
-            )
         if self.schedule_over == "minutes" and self.lr_scheduler not in TIME_SCHEDULES:
             found.append(
                 (
@@ -233,3 +232,40 @@ class TrainConfig:
                 )
             )
         return found
+
+
+# Settings that only act under another one: (setting, when it acts, what to set). Set to anything
+# but its default where it would not act, it is refused, naming what would make it act.
+CONDITIONAL_SETTINGS = (
+    ("max_questions_per_context", lambda c: c.shared_context, "it packs questions with shared_context: true"),
+    ("eval_limit", lambda c: c.eval_steps, "it counts the questions scored every eval_steps: set eval_steps"),
+    ("eval_backend", lambda c: c.eval_steps, "it answers the questions scored every eval_steps: set eval_steps"),
+    (
+        "early_stopping_patience",
+        lambda c: c.eval_steps,
+        "early stopping needs evaluations during training: set eval_steps",
+    ),
+    (
+        "validation_batch_size",
+        lambda c: c.eval_steps or c.validation_limit,
+        "it batches the validation scoring: set validation_limit above 0 or eval_steps",
+    ),
+)
+
+
+def _default(name: str):
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def unused_settings(config: TrainConfig, method: Method) -> list[tuple[str, str]]:
+    """The settings given a value (other than their default) that this run would not read."""
+    found = []
+    for name in METHOD_SETTINGS:
+        if name not in method.settings and getattr(config, name) != _default(name):
+            users = ", ".join(m for m, spec in METHODS.items() if name in spec.settings)
+            found.append((name, f"{name} is a setting of {users}, not of {config.method} (remove it)"))
+    for name, acts, why in CONDITIONAL_SETTINGS:
+        if getattr(config, name) != _default(name) and not acts(config):
+            found.append((name, f"{name} would do nothing here: {why}"))
+    return found
