@@ -44,6 +44,20 @@ def parse_columns(items: list[str] | dict | None) -> dict[str, str]:
                 field="columns",
             )
         mapping[field_name] = column
+    # each column feeds one field: the mapped ones, and the others under their own names
+    feeds: dict[str, list[str]] = {}
+    for f in FIELDS:
+        own = ("answers", "answer") if f == "answers" else (f,)
+        for column in (mapping[f],) if f in mapping else own:
+            feeds.setdefault(column, []).append(f)
+    for f, column in mapping.items():
+        if len(feeds[column]) > 1:
+            other = next(g for g in feeds[column] if g != f)
+            raise KoqaError(
+                f"--columns gives column '{column}' to {f} and to {other}: one column feeds one field",
+                field="columns",
+                fix=f"map {other} to another column too" if other not in mapping else "name each column once",
+            )
     return mapping
 
 

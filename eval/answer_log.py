@@ -30,10 +30,6 @@ class AnswerLog:
             return
         if self.path.exists():
             self._load()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps({"fingerprint": fingerprint}, ensure_ascii=False) + "\n")
 
     def _load(self) -> None:
         try:
@@ -82,6 +78,10 @@ class AnswerLog:
         if self.path is None:
             self.done.update(items)
             return
+        if not self.path.exists():  # made with the first answers: a run refused before them leaves no file
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps({"fingerprint": self.fingerprint}, ensure_ascii=False) + "\n")
         with open(self.path, "a", encoding="utf-8") as handle:
             for qid, prediction in items:
                 line = {"id": qid, "prediction": prediction}

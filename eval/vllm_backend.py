@@ -98,7 +98,14 @@ class VLLMGenerator:
         from koqa.console import quiet_descriptors
 
         with quiet_descriptors():  # the engine's processes write to koqa.log from their start
-            self.llm = LLM(**kwargs)
+            try:
+                self.llm = LLM(**kwargs)
+            except ValueError as exc:  # vLLM's checks of the model and settings (pydantic's included)
+                raise KoqaError(
+                    f"vLLM will not load this model so: {engine_refusal(exc)}",
+                    file=str(model),
+                    fix="change the setting it names, or pass --backend hf",
+                ) from None
 
     @staticmethod
     def _requests(prompts: Sequence[list[int]], params: GenerationParams):
@@ -207,3 +214,12 @@ class VLLMGenerator:
         """Stop the engine's worker processes now. Dropping the object leaves them running (and, on a
         CPU, spinning) until the interpreter exits, which slows whatever runs next in this process."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def engine_refusal(exc: ValueError) -> str:
+    """The reason in a vLLM configuration error, on one line (pydantic wraps it in a report)."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "Value error, " in line:
+            return line.split("Value error, ", 1)[1].split(" [type=")[0].strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         command.report(config, command.load("entry")(config))
         return 0
     except KoqaError as exc:
+        console.forget_refused()
         print(f"koqa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # disk full, permission denied...: the user's to fix, said in one line

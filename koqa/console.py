@@ -20,7 +20,7 @@ from pathlib import Path
 
 LOG_FILE = "koqa.log"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_state = {"verbose": True, "file": None}
+_state = {"verbose": True, "file": None, "new_dir": None}
 
 
 def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
@@ -47,8 +47,25 @@ def setup(verbose: bool, out_dir: str | Path | None) -> Path | None:
             _route_transformers_logging()
     root.addHandler(terminal)
     logging.captureWarnings(True)
-    _state.update(verbose=verbose, file=log_file)
+    new_dir = Path(out_dir) if out_dir is not None and not Path(out_dir).exists() else None
+    _state.update(verbose=verbose, file=log_file, new_dir=new_dir)
     return log_file
+
+
+def forget_refused() -> None:
+    """After a refusal: the output folder this command made, if it holds nothing but the log of the
+    libraries' import-time lines, is removed again (a refused command leaves nothing behind)."""
+    new_dir = _state.get("new_dir")
+    if new_dir is None or not new_dir.is_dir():
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _FileOnFirstRecord):
+            handler.close()
+    entries = list(new_dir.iterdir())
+    if all(entry.name == LOG_FILE and entry.is_file() for entry in entries):
+        for entry in entries:
+            entry.unlink()
+        new_dir.rmdir()
 
 
 class _Redact(logging.Filter):

@@ -194,6 +194,33 @@ def adapter_config(adapter_dir: str | Path) -> dict:
     return data
 
 
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def check_weights(adapter_dir: str | Path) -> None:
+    """The adapter's safetensors file is whole: its header parses and its tensors end where the file
+    does (a copy cut short or a damaged file is a one-line error, not the loader's traceback)."""
+    path = Path(adapter_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise KoqaError(f"no {WEIGHTS_FILE}: koqa reads adapter weights as safetensors only", file=str(adapter_dir))
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(length))
+        ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"]
+        if 8 + length + max(ends, default=0) != size:
+            raise ValueError("tensors end elsewhere than the file")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        raise KoqaError(
+            f"is not a whole safetensors file ({str(exc).splitlines()[0][:80] or type(exc).__name__})",
+            file=str(path),
+            fix="copy it again, or train the run again",
+        ) from None
+
+
 def peft_type(adapter_dir: str | Path) -> str:
     """PEFT's own name of an adapter's kind (LORA, PREFIX_TUNING, PROMPT_TUNING...)."""
     return adapter_config(adapter_dir)["peft_type"]
@@ -257,6 +284,8 @@ def locate_adapter(path: str | Path, checkpoint: str = "best") -> Adapter:
         candidates.insert(0, (p / "best", p))
     for adapter, run_dir in candidates:
         if (adapter / "adapter_config.json").is_file():
+            adapter_config(adapter)  # malformed config or weights: refused here, before anything is written
+            check_weights(adapter)
             run = RunFolder(run_dir)
             return Adapter(str(adapter), run, run.info())
     if (p / "koqa_run.json").is_file():  # a run stopped before it saved its adapter

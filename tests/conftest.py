@@ -86,6 +86,15 @@ def sft_command(data, out, model, *extra, steps: int = 2, method: str = "lora") 
     return [str(arg) for arg in command]
 
 
+def write_weights(path: Path, content: bytes) -> Path:
+    """A small but whole safetensors file whose bytes depend on `content` (a stand-in adapter's weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.tensor(list(content), dtype=torch.uint8)}, str(path))
+    return path
+
+
 def default_sigint() -> None:
     """preexec_fn for a child the test sends SIGINT: a shell's background job starts with SIGINT
     ignored, which Python would keep, so the child gets the default disposition back."""

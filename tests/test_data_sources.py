@@ -124,6 +124,9 @@ def test_a_bad_row_in_a_dataset_is_named_by_file_row_and_field(tmp_path):
         (["id=guid", "answer=label"], "FIELD one of id, context, question, answers, title, is_impossible"),
         (["id="], "--columns takes FIELD=COLUMN pairs"),
         (["id=nope"], r"has no column nope \(for id\)"),
+        (["id=guid", "question=context"], "gives column 'context' to question and to context: one column feeds one"),
+        (["id=guid", "answers=guid"], "gives column 'guid' to id and to answers"),
+        (["id=guid", "answers=label", "title=label"], "gives column 'label' to answers and to title"),
     ],
 )
 def test_column_mappings_are_checked(tmp_path, columns, message):

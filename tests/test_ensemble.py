@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import DACON_ROWS
+from conftest import DACON_ROWS, write_weights
 from koqa.errors import KoqaError
 from koqa.eval.ensemble import candidate_answers, choose, evaluate_ensemble
 from koqa.eval.eval_config import EvalConfig
@@ -49,8 +49,8 @@ class ScriptedMember:
 
 def _adapter(folder, weights: bytes):
     folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text("{}", encoding="utf-8")
-    (folder / "adapter_model.safetensors").write_bytes(weights)
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    write_weights(folder / "adapter_model.safetensors", weights)
     return str(folder)
 
 
@@ -115,7 +115,7 @@ def test_ensemble_scores_only_disputed_answers_and_resumes(tmp_path, dacon_train
     assert [g.generated for g in again] == [0, 0] and [g.scored for g in again] == [[], []]
     assert rerun["metrics"]["exact_match"] == pytest.approx(5 / 6) and rerun["metrics"]["scored"] == 0
 
-    (tmp_path / "b" / "adapter_model.safetensors").write_bytes(b"retrained")
+    write_weights(tmp_path / "b" / "adapter_model.safetensors", b"retrained")
     with pytest.raises(KoqaError, match="other settings"):
         run_ensemble_eval(str(dacon_train), str(out), EvalConfig(), adapters, generators=again)
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DACON_ROWS, default_sigint
+from conftest import DACON_ROWS, default_sigint, write_weights
 from koqa.errors import KoqaError
 from koqa.eval.backends import GenerationParams, choose_backend, cut_at_stop
 from koqa.eval.eval_config import EvalConfig
@@ -158,14 +158,14 @@ def test_backend_choice():
 def test_answers_from_retrained_weights_or_another_dtype_are_not_mixed(tmp_path, dacon_train, default_model_dir):
     adapter = tmp_path / "run" / "adapter"
     adapter.mkdir(parents=True)
-    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
-    (adapter / "adapter_model.safetensors").write_bytes(b"weights of the first training")
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    write_weights(adapter / "adapter_model.safetensors", b"weights of the first training")
     out, run = tmp_path / "eval", str(tmp_path / "run")
     run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=ScriptedGenerator(["x"] * 6))
     again = ScriptedGenerator([])
     assert run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=again)["metrics"]["n"] == 6
     assert again.calls == []  # same weights: every answer is reused
-    (adapter / "adapter_model.safetensors").write_bytes(b"weights of a second training in the same folder")
+    write_weights(adapter / "adapter_model.safetensors", b"weights of a second training in the same folder")
     with pytest.raises(KoqaError, match="other settings \\(adapter_digest\\)"):
         run_eval(str(dacon_train), str(out), EvalConfig(), adapter=run, generator=ScriptedGenerator([]))
     with pytest.raises(KoqaError, match="other settings \\(adapter_digest, dtype\\)"):
@@ -454,9 +454,38 @@ def test_a_broken_best_adapter_is_refused_not_replaced_by_the_final_one(tmp_path
     run = tmp_path / "run"
     for folder in (run / "adapter", run / "best"):
         folder.mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (run / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    write_weights(run / "adapter" / "adapter_model.safetensors", b"final")
     with pytest.raises(KoqaError, match=r"best: the run's best adapter is missing or incomplete .*--checkpoint final"):
         locate_adapter(run)
     assert locate_adapter(run, "final").dir == str(run / "adapter")
-    (run / "best" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (run / "best" / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    write_weights(run / "best" / "adapter_model.safetensors", b"best")
     assert locate_adapter(run).dir == str(run / "best")
+
+
+def test_a_vllm_configuration_refusal_is_one_line():
+    from koqa.eval.vllm_backend import engine_refusal
+
+    report = (
+        "1 validation error for ModelConfig\n  Value error, The model type 'gemma3_text' does not support "
+        "float16. Use bfloat16. [type=value_error, input_value=ArgsKwargs((), {}), input_type=ArgsKwargs]\n"
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error"
+    )
+    assert engine_refusal(ValueError(report)) == "The model type 'gemma3_text' does not support float16. Use bfloat16."
+    assert engine_refusal(ValueError("max_model_len is too large\nmore")) == "max_model_len is too large"
+
+
+def test_vllm_refusing_the_model_is_a_one_line_error_that_leaves_nothing(tmp_path, dacon_train, tiny_model_dir):
+    pytest.importorskip("vllm")
+    out = tmp_path / "out"
+    command = ["eval", "--data", str(dacon_train), "--out", str(out), "--model", str(tiny_model_dir)]
+    result = subprocess.run(
+        [sys.executable, "-m", "koqa.cli", *command, "--backend", "vllm", "--dtype", "float16", "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "vLLM will not load this model so: " in result.stderr and "float16" in result.stderr
+    assert not out.exists()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import write_weights
 from koqa.errors import KoqaError
 from koqa.outputs import check_out, inside
 from koqa.runs import RunInfo
@@ -46,6 +47,7 @@ def fake_run(folder: Path) -> Path:
     (folder / "koqa_run.json").write_text(json.dumps(info.to_json()), encoding="utf-8")
     (folder / "metrics.json").write_text('{"global_step": 40}', encoding="utf-8")
     (folder / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}', encoding="utf-8")
+    write_weights(folder / "adapter" / "adapter_model.safetensors", b"lora")
     (folder / "notes.txt").write_text("a file of the user's own", encoding="utf-8")
     return folder
 
@@ -180,7 +182,7 @@ def test_a_corrupted_answer_log_is_one_line_error_or_ignored_lines(tmp_path, con
         assert log.done == {}  # the one readable header, and no answer line to reuse
 
 
-@pytest.mark.parametrize("name", ["koqa_run.json", "adapter/adapter_config.json"])
+@pytest.mark.parametrize("name", ["koqa_run.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"])
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe\x00binary", b"[" * 100000, b'{"r": 4}'])
 def test_a_corrupted_run_file_is_a_one_line_error_in_eval_and_merge(tmp_path, dacon_train, name, content):
     from koqa.runs import locate_adapter
@@ -230,3 +232,19 @@ def test_every_dtype_name_koqa_takes_reaches_vllm_as_its_name(given, tiny_model_
 
     VLLMGenerator(str(tiny_model_dir), dtype=given)
     assert asked[0]["dtype"] in ("bfloat16", "float16", "float32")
+
+
+def test_adapter_weights_cut_short_are_a_one_line_error(tmp_path):
+    from koqa.runs import locate_adapter
+
+    run = fake_run(tmp_path / "run")
+    weights = run / "adapter" / "adapter_model.safetensors"
+    whole = weights.read_bytes()
+    assert locate_adapter(run, "final").dir == str(run / "adapter")
+    for cut in (0, 4, 8, 20, len(whole) - 1):
+        weights.write_bytes(whole[:cut])
+        with pytest.raises(KoqaError, match=r"adapter_model.safetensors: is not a whole safetensors file"):
+            locate_adapter(run, "final")
+    weights.unlink()
+    with pytest.raises(KoqaError, match="no adapter_model.safetensors"):
+        locate_adapter(run, "final")
