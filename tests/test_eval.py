@@ -263,7 +263,7 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
     _, evaluation = korquad_article_split(read_squad_json(korquad).records)
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     renderer = PromptRenderer(tokenizer, PromptTemplate.load("ko_instruct"), max_length=1024)
-    prompts = [renderer.render(r.context, r.question).ids for r in evaluation[:24]]
+    prompts = [renderer.render(r.context, r.question).ids for r in evaluation[:16]]
     params = GenerationParams(max_new_tokens=24, batch_size=8)
     # float32 on both sides: the test checks that the backends decode the same way; bf16 agreement is
     # measured by bench/eval_backends.py
@@ -272,7 +272,7 @@ def test_vllm_and_transformers_agree_on_the_default_model(tmp_path, default_mode
     vllm = engine.generate(prompts, params)
     engine.close()  # not left for the interpreter's exit, when pytest has closed the log streams
     same = sum(a.strip() == b.strip() for a, b in zip(hf, vllm))
-    assert same >= 21, list(zip(hf, vllm))
+    assert same >= 14, list(zip(hf, vllm))
 
 
 def test_vllm_compile_option_reaches_the_vllm_engine(tmp_path, dacon_train, default_model_dir, monkeypatch):
