@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import write_weights
@@ -248,3 +248,42 @@ def test_adapter_weights_cut_short_are_a_one_line_error(tmp_path):
     weights.unlink()
     with pytest.raises(KoqaError, match="no adapter_model.safetensors"):
         locate_adapter(run, "final")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+file_bytes = st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode())
+
+
+@settings(deadline=None)  # the first example pays for imports
+@given(file_bytes, st.lists(file_bytes, max_size=3))
+def test_any_answer_log_reads_as_answers_or_a_one_line_error(header, lines):
+    from koqa.eval.answer_log import AnswerLog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "generations.jsonl"
+        path.write_bytes(b"\n".join([header, *lines]))
+        try:
+            log = AnswerLog(path, {"model": "m"})
+        except KoqaError as error:
+            assert "\n" not in str(error) and str(path) in str(error)
+        else:
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in log.done.items())
+
+
+@settings(deadline=None)
+@given(file_bytes, st.sampled_from(["koqa_run.json", "adapter/adapter_config.json"]))
+def test_any_run_file_reads_or_is_a_one_line_error(content, name):
+    from koqa.runs import locate_adapter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = fake_run(Path(tmp) / "run")
+        (run / name).write_bytes(content)
+        try:
+            adapter = locate_adapter(run, "final")
+            adapter.peft_type  # noqa: B018  what eval and merge read next
+        except KoqaError as error:
+            assert "\n" not in str(error) and name.split("/")[-1] in str(error)
