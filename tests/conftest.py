@@ -148,3 +148,18 @@ def tiny_default_home(tmp_path_factory, tiny_model_dir) -> Path:
     from tiny_model import as_default_model
 
     return as_default_model(tmp_path_factory.mktemp("koqa-home"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """One `koqa sft` run on the tiny model (LoRA, two steps at a learning rate high enough to change
+    its answers), trained once a session for the tests that only read a run: never write into it."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    data = write_csv(folder / "train.csv", ["id", "context", "question", "answer"], DACON_ROWS)
+    command = sft_command(data, folder / "run", tiny_model_dir, "--set", "learning_rate=0.05")
+    result = subprocess.run([sys.executable, "-m", "koqa.cli", *command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"

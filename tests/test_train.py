@@ -258,13 +258,12 @@ def test_no_example_fits(tmp_path, tiny_model_dir, dacon_train):
     assert result.returncode == 2 and "raise max_length" in result.stderr
 
 
-def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, tiny_model_dir, dacon_train):
+def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, tiny_model_dir, tiny_run):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run = tmp_path / "run"
-    assert koqa(sft_command(dacon_train, run, tiny_model_dir, "--set", "learning_rate=0.05")).returncode == 0
+    run = tiny_run
     merged = koqa(["merge", "--adapter", str(run), "--out", str(tmp_path / "merged")])
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
