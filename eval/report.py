@@ -1,6 +1,6 @@
 """The evaluation report: predictions.csv, metrics.json, report.md (with the error analysis of
-koqa.eval.error_analysis), errors.csv (every answer that is not an exact match, classified) and a
-per-question F1 histogram."""
+koqa.eval.error_analysis), errors.csv (every answer that is not an exact match, classified), a
+per-question F1 histogram, and report.html, the page to look at the answers in (koqa.eval.html_report)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 
 from koqa.atomic import OutputFolder, atomic_path, write_json, write_text
 from koqa.eval.error_analysis import analyse, report_lines
+from koqa.eval.html_report import write_html_report
 from koqa.eval.scoring import add_intervals, score_questions
 
 # every file a scored evaluation writes into its --out folder, beside the answer log generations.jsonl
-OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "f1_hist.png", "errors.csv")
+OUTPUTS = ("predictions.csv", "metrics.json", "report.md", "report.html", "f1_hist.png", "errors.csv")
 ERROR_COLUMNS = ["id", "question", "answer", "prediction", "f1", "error", "question_type", "answer_type"]
 
 
@@ -107,4 +108,5 @@ def score_and_report(
         write_predictions_csv(folder / "predictions.csv", rows, with_gold=with_gold)
         if with_gold:
             write_report(folder, rows, metrics, settings, analysis)
+            write_html_report(folder / "report.html", records, rows, metrics, settings, folder / "f1_hist.png")
     return {"metrics": metrics, "rows": rows}

@@ -118,7 +118,6 @@ class ScoreConfig:
 
 def score(config: ScoreConfig) -> dict:
     """`koqa score`: the metrics of existing predictions against gold answers (metrics.json with --out)."""
-    from koqa.atomic import write_json
     from koqa.data_tools.predictions import read_predictions
     from koqa.data_tools.readers import read_records
 
@@ -142,5 +141,17 @@ def score(config: ScoreConfig) -> dict:
     add_intervals(rows, metrics)
     metrics.update(answered=len(gold.records) - len(matched.missing), unknown_ids=len(matched.unknown))
     if config.out:
-        write_json(f"{config.out}/metrics.json", metrics)
+        write_scored_folder(Path(config.out), gold.records, rows, metrics, {"gold": config.gold, "pred": config.pred})
     return metrics
+
+
+def write_scored_folder(out: Path, records: list, rows: list[dict], metrics: dict, settings: dict) -> None:
+    """metrics.json and report.html (with the error analysis) of `koqa score --out`, replaced as one unit."""
+    from koqa.atomic import OutputFolder, write_json
+    from koqa.eval.error_analysis import analyse
+    from koqa.eval.html_report import write_html_report
+
+    metrics.update(analyse(records, rows))
+    with OutputFolder(out, ("metrics.json", "report.html")) as folder:
+        write_json(folder / "metrics.json", metrics)
+        write_html_report(folder / "report.html", records, rows, metrics, settings, None)

@@ -278,7 +278,15 @@ def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_mo
     assert (
         set(state)
         == set(old)
-        == {"generations.jsonl", "predictions.csv", "metrics.json", "report.md", "f1_hist.png", "errors.csv"}
+        == {
+            "generations.jsonl",
+            "predictions.csv",
+            "metrics.json",
+            "report.md",
+            "report.html",
+            "f1_hist.png",
+            "errors.csv",
+        }
     )
 
 

@@ -1,0 +1,185 @@
+"""report.html beside every scored evaluation: one self-contained page, each passage stored once,
+hostile text carried as data and never as markup; in a real browser (Debian's Chromium, where the
+machine has it) the entries, filters, search and highlighted spans match predictions.csv."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from conftest import DACON_ROWS, write_csv
+from koqa.eval.eval_config import EvalConfig
+from koqa.eval.evaluate import evaluate
+from koqa.eval.html_report import embed_json
+
+HOSTILE = [
+    ("X1", "본문 <script>alert(1)</script> 끝에 정답이 있다.", "정답은?", "정답"),
+    ("X2", "닫는 </textarea> 와 </script> 그리고 \"따옴표\" 'ㅇ' &amp; 뒤에 서울", "어디?", "서울"),
+    ("X3", "오른쪽에서 왼쪽 \u202e표시\u202c 와 줄 구분 \u2028 다음에 부산", "도시는?", "부산"),
+]
+
+
+class Scripted:
+    name = "scripted"
+    streams = False
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def generate(self, prompts, params):
+        return [self.answers.pop(0) for _ in prompts]
+
+    def close(self):
+        pass
+
+
+def page_json(path):
+    html = path.read_text(encoding="utf-8")
+    found = re.search(r'<script type="application/json" id="koqa-data">(.*?)</script>', html, re.S)
+    return html, json.loads(found.group(1))
+
+
+def evaluated(tmp_path, rows, answers):
+    data = write_csv(tmp_path / "d.csv", ["id", "context", "question", "answer"], rows)
+    out = tmp_path / "ev"
+    evaluate(EvalConfig(data=str(data), out=str(out), no_answer="없음없음"), generator=Scripted(answers))
+    return out
+
+
+def test_the_page_holds_every_question_and_each_passage_once(tmp_path, default_model_dir):
+    answers = [r[3] for r in DACON_ROWS]
+    answers[2] = "부산"  # wrong, and not in its passage
+    out = evaluated(tmp_path, DACON_ROWS, answers)
+    html, data = page_json(out / "report.html")
+    assert [item["id"] for item in data["items"]] == [r[0] for r in DACON_ROWS]
+    assert len(data["passages"]) == len({r[1] for r in DACON_ROWS}) < len(DACON_ROWS)  # two questions share one
+    with open(out / "predictions.csv", encoding="utf-8", newline="") as handle:
+        predicted = {row["id"]: row for row in csv.DictReader(handle)}
+    for item in data["items"]:
+        assert item["pred"] == predicted[item["id"]]["prediction"]
+        assert item["f1"] == pytest.approx(float(predicted[item["id"]]["f1"]), abs=1e-4)
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert data["summary"]["f1"] == metrics["f1"] and data["summary"]["n"] == len(DACON_ROWS)
+    assert data["histogram"].startswith("data:image/png;base64,")
+    errors = {item["id"]: item["error"] for item in data["items"]}
+    assert errors["TRAIN_002"] and not errors["TRAIN_000"]
+    # self-contained: nothing fetched from a network
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:""", html)
+
+
+def test_hostile_text_is_carried_as_data(tmp_path, default_model_dir):
+    out = evaluated(tmp_path, HOSTILE, [r[3] for r in HOSTILE])
+    html, data = page_json(out / "report.html")
+    assert html.count("<script") == 2  # the data block and the page's own script, nothing from the data
+    assert "alert(1)" not in html.replace("\\u003cscript\\u003ealert(1)", "")
+    assert [data["passages"][item["p"]] for item in data["items"]] == [r[1] for r in HOSTILE]
+    assert all(item["pred"] == item["gold"][0] for item in data["items"])
+
+
+def test_embedded_json_cannot_end_its_script_element():
+    text = "</script><!-- \u2028 \u2029 & <b>"
+    embedded = embed_json({"t": text})
+    assert "<" not in embedded and ">" not in embedded and "&" not in embedded and "\u2028" not in embedded
+    assert json.loads(embedded) == {"t": text}
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="no Chromium here (Debian: apt-get install chromium fonts-nanum)"
+)
+ENTRY = r'<div class="entry" data-index="\d+" data-id="([^"]+)">(.*?)(?=<div class="entry"|<div class="pager")'
+
+
+def browse(page, fragment="", screenshot=None):
+    """The page's DOM once its script has run in headless Chromium, and the console's error lines."""
+    url = page.as_uri() + (f"#{fragment}" if fragment else "")
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    if screenshot is not None:
+        subprocess.run(
+            [*flags, f"--screenshot={screenshot}", "--window-size=1200,1400", url], capture_output=True, timeout=120
+        )
+        shots = os.environ.get("KOQA_SCREENSHOTS")  # where a person wants to look at them
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, Path(shots) / screenshot.name)
+    return done.stdout, console
+
+
+@needs_chromium
+def test_the_page_draws_in_a_browser_with_the_spans_marked(tmp_path, default_model_dir):
+    answers = [r[3] for r in DACON_ROWS]
+    answers[1] = "반도체"  # partly right: marked inside the gold span
+    answers[2] = "부산"  # not in the passage
+    out = evaluated(tmp_path, DACON_ROWS, answers)
+    dom, console = browse(out / "report.html", screenshot=tmp_path / "report.png")
+    assert console == []
+    entries = re.findall(ENTRY, dom, re.S)
+    assert [qid for qid, _ in entries] == [r[0] for r in DACON_ROWS]
+    cards = dict(entries)
+    assert '<mark class="both">1,200억 원</mark>' in cards["TRAIN_000"]
+    assert '<mark class="both">반도체</mark><mark class="gold"> 소재</mark>' in cards["TRAIN_001"]
+    assert "not in the passage" in cards["TRAIN_002"] and '<mark class="pred">' not in cards["TRAIN_002"]
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+    # a filter shows exactly its class's rows (as errors.csv lists them); search finds an id
+    with open(out / "errors.csv", encoding="utf-8", newline="") as handle:
+        errors = list(csv.DictReader(handle))
+    for kind in {row["error"] for row in errors}:
+        dom, _ = browse(out / "report.html", urlencode({"error": kind}))
+        assert [qid for qid, _ in re.findall(ENTRY, dom, re.S)] == [r["id"] for r in errors if r["error"] == kind]
+    dom, _ = browse(out / "report.html", "q=TRAIN_004")
+    assert [qid for qid, _ in re.findall(ENTRY, dom, re.S)] == ["TRAIN_004"]
+
+
+@needs_chromium
+def test_hostile_text_shows_as_text_in_the_browser(tmp_path, default_model_dir):
+    out = evaluated(tmp_path, HOSTILE, [r[3] for r in HOSTILE])
+    dom, console = browse(out / "report.html")
+    assert console == [] and "<script>alert" not in dom
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "&lt;/textarea&gt;" in dom
+    assert len(re.findall(ENTRY, dom, re.S)) == len(HOSTILE)
+
+
+@needs_chromium
+def test_a_korquad_sized_page_paints_fast(tmp_path, korquad):
+    from koqa.data_tools.readers import read_squad_json
+    from koqa.eval.html_report import page_data, render
+    from koqa.eval.scoring import score_questions
+
+    records = read_squad_json(korquad).records
+    predictions = {r.id: r.answers[0] if k % 3 else r.context[:12] for k, r in enumerate(records)}
+    rows, metrics = score_questions(records, predictions)
+    for row in rows:
+        row["error"] = "" if row["em"] == 1 else ("partial" if row["f1"] else "wrong")
+    page = tmp_path / "korquad.html"
+    page.write_text(render(page_data(records, rows, metrics, {"data": "KorQuAD 1.0 dev"})), encoding="utf-8")
+    dom, console = browse(page, screenshot=tmp_path / "korquad.png")
+    drawn = int(re.search(r'data-drawn-ms="(\d+)"', dom).group(1))
+    size_mb = page.stat().st_size / 1e6
+    print(f"KorQuAD dev page: {len(records)} questions, {size_mb:.1f} MB, first draw at {drawn} ms")
+    assert console == [] and len(re.findall(ENTRY, dom, re.S)) == 50  # one page of entries at a time
+    assert f"{len(records)} of {len(records)} questions" in dom
+    assert size_mb < 10 and drawn < 5000
+
+
+def test_koqa_score_with_an_out_writes_the_page_too(tmp_path):
+    from koqa.eval.scoring import ScoreConfig, score
+
+    gold = write_csv(tmp_path / "gold.csv", ["id", "context", "question", "answer"], DACON_ROWS)
+    pred = write_csv(tmp_path / "pred.csv", ["id", "answer"], [(r[0], r[3]) for r in DACON_ROWS[:-1]])
+    metrics = score(ScoreConfig(gold=str(gold), pred=str(pred), out=str(tmp_path / "sc")))
+    _, data = page_json(tmp_path / "sc" / "report.html")
+    assert len(data["items"]) == len(DACON_ROWS) and data["summary"]["f1"] == metrics["f1"]
+    assert [item["pred"] for item in data["items"]][-1] == ""  # the question left unanswered
+    assert json.loads((tmp_path / "sc" / "metrics.json").read_text(encoding="utf-8"))["errors"]
