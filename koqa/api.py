@@ -136,6 +136,20 @@ class Evaluation:
     def by_answer_type(self):
         return _frame(self.metrics.get("by_answer_type", {})).T
 
+    def show(self) -> Evaluation:
+        """The answers as report.html draws them, inline in a notebook (the last line of a cell)."""
+        return self
+
+    def _repr_html_(self) -> str | None:
+        """report.html itself, in a frame of its own, so that its style and script stay out of the notebook's."""
+        from html import escape
+
+        page = self.path / "report.html"
+        if not page.is_file():  # test data without gold answers: nothing scored to look at
+            return None
+        srcdoc = escape(page.read_text(encoding="utf-8"), quote=True)
+        return f'<iframe srcdoc="{srcdoc}" style="width: 100%; height: 760px; border: 0"></iframe>'
+
 
 @dataclass
 class Table:

@@ -183,3 +183,16 @@ def test_koqa_score_with_an_out_writes_the_page_too(tmp_path):
     assert len(data["items"]) == len(DACON_ROWS) and data["summary"]["f1"] == metrics["f1"]
     assert [item["pred"] for item in data["items"]][-1] == ""  # the question left unanswered
     assert json.loads((tmp_path / "sc" / "metrics.json").read_text(encoding="utf-8"))["errors"]
+
+
+def test_the_notebook_shows_the_same_page_inline(tmp_path, default_model_dir):
+    from html import unescape
+
+    from koqa.api import Evaluation
+
+    out = evaluated(tmp_path, DACON_ROWS, [r[3] for r in DACON_ROWS])
+    shown = Evaluation(out, {}).show()._repr_html_()
+    srcdoc = re.fullmatch(r'<iframe srcdoc="([^"]*)" style="[^"]*"></iframe>', shown).group(1)
+    assert unescape(srcdoc) == (out / "report.html").read_text(encoding="utf-8")
+    (out / "report.html").unlink()
+    assert Evaluation(out, {})._repr_html_() is None
