@@ -168,7 +168,8 @@ def compare_markdown(result: dict) -> str:
 
 
 def compare(config: CompareConfig) -> dict:
-    """`koqa compare`: every run against the first; writes compare.json and compare.md with --out."""
+    """`koqa compare`: every run against the first; writes compare.json, compare.md and compare.html (the
+    questions whose answers differ, in their passages) with --out."""
     from koqa.atomic import write_json, write_text
     from koqa.settings import check
 
@@ -201,8 +202,13 @@ def compare(config: CompareConfig) -> dict:
         result["runs"].append({"run": run, **means(table), **compare_two(base, table, config.resamples, config.seed)})
     result["markdown"] = compare_markdown(result)
     if config.out:
+        from koqa.eval.html_report import compare_page, read_page_data, render
+
         write_json(Path(config.out) / "compare.json", {k: v for k, v in result.items() if k != "markdown"})
         write_text(Path(config.out) / "compare.md", result["markdown"])
+        first = Path(config.runs[0])
+        base_page = read_page_data((first if first.is_dir() else first.parent) / "report.html")
+        write_text(Path(config.out) / "compare.html", render(compare_page(result, config.runs, tables, base_page)))
     if config.report_to:
         from koqa.trackers import log_scores
 

@@ -37,6 +37,7 @@ OUTPUTS = (
     "rejected.csv",
     "stats.json",
     "stats.md",
+    "data.html",
     "prompt_tokens_hist.png",
 )
 
@@ -189,4 +190,7 @@ def _preprocess(config: PreprocessConfig, analyser: KiwiProcess) -> dict:
         stats["seconds"] = round(time.perf_counter() - started, 2)
         write_json(out / "stats.json", stats)
         write_text(out / "stats.md", stats_markdown(stats))
+        from koqa.eval.html_report import data_page, render
+
+        write_text(out / "data.html", render(data_page(splits, stats, bad_rows)))
     return stats

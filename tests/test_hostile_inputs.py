@@ -249,7 +249,7 @@ def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir
         monkeypatch, out, lambda: preprocess(PreprocessConfig(inputs=[str(second)], out=str(out)))
     )
     assert tries > 5
-    assert set(state) == {"all.jsonl", "stats.json", "stats.md", "prompt_tokens_hist.png"}  # nothing stale
+    assert set(state) == {"all.jsonl", "stats.json", "stats.md", "data.html", "prompt_tokens_hist.png"}  # no stale
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

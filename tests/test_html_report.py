@@ -62,13 +62,14 @@ def test_the_page_holds_every_question_and_each_passage_once(tmp_path, default_m
     with open(out / "predictions.csv", encoding="utf-8", newline="") as handle:
         predicted = {row["id"]: row for row in csv.DictReader(handle)}
     for item in data["items"]:
-        assert item["pred"] == predicted[item["id"]]["prediction"]
-        assert item["f1"] == pytest.approx(float(predicted[item["id"]]["f1"]), abs=1e-4)
+        assert item["preds"] == [predicted[item["id"]]["prediction"]]
+        assert item["f1"][0] == pytest.approx(float(predicted[item["id"]]["f1"]), abs=1e-4)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert data["summary"]["f1"] == metrics["f1"] and data["summary"]["n"] == len(DACON_ROWS)
+    figures = {line["label"]: line["value"] for line in data["summary"]}
+    assert figures["leaderboard F1"] == f"{100 * metrics['f1']:.2f}" and figures["questions"] == str(len(DACON_ROWS))
     assert data["histogram"].startswith("data:image/png;base64,")
-    errors = {item["id"]: item["error"] for item in data["items"]}
-    assert errors["TRAIN_002"] and not errors["TRAIN_000"]
+    flagged = {item["id"]: item["flag"] for item in data["items"]}
+    assert flagged["TRAIN_002"] and not flagged["TRAIN_000"]
     # self-contained: nothing fetched from a network
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:""", html)
 
@@ -79,7 +80,7 @@ def test_hostile_text_is_carried_as_data(tmp_path, default_model_dir):
     assert html.count("<script") == 2  # the data block and the page's own script, nothing from the data
     assert "alert(1)" not in html.replace("\\u003cscript\\u003ealert(1)", "")
     assert [data["passages"][item["p"]] for item in data["items"]] == [r[1] for r in HOSTILE]
-    assert all(item["pred"] == item["gold"][0] for item in data["items"])
+    assert all(item["preds"] == [item["gold"][0]] for item in data["items"])
 
 
 def test_embedded_json_cannot_end_its_script_element():
@@ -127,16 +128,16 @@ def test_the_page_draws_in_a_browser_with_the_spans_marked(tmp_path, default_mod
     entries = re.findall(ENTRY, dom, re.S)
     assert [qid for qid, _ in entries] == [r[0] for r in DACON_ROWS]
     cards = dict(entries)
-    assert '<mark class="both">1,200억 원</mark>' in cards["TRAIN_000"]
-    assert '<mark class="both">반도체</mark><mark class="gold"> 소재</mark>' in cards["TRAIN_001"]
-    assert "not in the passage" in cards["TRAIN_002"] and '<mark class="pred">' not in cards["TRAIN_002"]
+    assert '<mark class="gold p0">1,200억 원</mark>' in cards["TRAIN_000"]
+    assert '<mark class="gold p0">반도체</mark><mark class="gold"> 소재</mark>' in cards["TRAIN_001"]
+    assert "not in the passage" in cards["TRAIN_002"] and "p0" not in cards["TRAIN_002"].split('class="passage"')[1]
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
     # a filter shows exactly its class's rows (as errors.csv lists them); search finds an id
     with open(out / "errors.csv", encoding="utf-8", newline="") as handle:
         errors = list(csv.DictReader(handle))
     for kind in {row["error"] for row in errors}:
-        dom, _ = browse(out / "report.html", urlencode({"error": kind}))
+        dom, _ = browse(out / "report.html", urlencode({"answer": kind}))
         assert [qid for qid, _ in re.findall(ENTRY, dom, re.S)] == [r["id"] for r in errors if r["error"] == kind]
     dom, _ = browse(out / "report.html", "q=TRAIN_004")
     assert [qid for qid, _ in re.findall(ENTRY, dom, re.S)] == ["TRAIN_004"]
@@ -154,7 +155,7 @@ def test_hostile_text_shows_as_text_in_the_browser(tmp_path, default_model_dir):
 @needs_chromium
 def test_a_korquad_sized_page_paints_fast(tmp_path, korquad):
     from koqa.data_tools.readers import read_squad_json
-    from koqa.eval.html_report import page_data, render
+    from koqa.eval.html_report import eval_page, render
     from koqa.eval.scoring import score_questions
 
     records = read_squad_json(korquad).records
@@ -163,7 +164,7 @@ def test_a_korquad_sized_page_paints_fast(tmp_path, korquad):
     for row in rows:
         row["error"] = "" if row["em"] == 1 else ("partial" if row["f1"] else "wrong")
     page = tmp_path / "korquad.html"
-    page.write_text(render(page_data(records, rows, metrics, {"data": "KorQuAD 1.0 dev"})), encoding="utf-8")
+    page.write_text(render(eval_page(records, rows, metrics, {"data": "KorQuAD 1.0 dev"})), encoding="utf-8")
     dom, console = browse(page, screenshot=tmp_path / "korquad.png")
     drawn = int(re.search(r'data-drawn-ms="(\d+)"', dom).group(1))
     size_mb = page.stat().st_size / 1e6
@@ -180,8 +181,11 @@ def test_koqa_score_with_an_out_writes_the_page_too(tmp_path):
     pred = write_csv(tmp_path / "pred.csv", ["id", "answer"], [(r[0], r[3]) for r in DACON_ROWS[:-1]])
     metrics = score(ScoreConfig(gold=str(gold), pred=str(pred), out=str(tmp_path / "sc")))
     _, data = page_json(tmp_path / "sc" / "report.html")
-    assert len(data["items"]) == len(DACON_ROWS) and data["summary"]["f1"] == metrics["f1"]
-    assert [item["pred"] for item in data["items"]][-1] == ""  # the question left unanswered
+    assert len(data["items"]) == len(DACON_ROWS)
+    assert {"label": "leaderboard F1", "value": f"{100 * metrics['f1']:.2f}", "note": ""} in [
+        {**line, "note": ""} for line in data["summary"]
+    ]
+    assert data["items"][-1]["preds"] == [""]  # the question left unanswered
     assert json.loads((tmp_path / "sc" / "metrics.json").read_text(encoding="utf-8"))["errors"]
 
 
@@ -196,3 +200,45 @@ def test_the_notebook_shows_the_same_page_inline(tmp_path, default_model_dir):
     assert unescape(srcdoc) == (out / "report.html").read_text(encoding="utf-8")
     (out / "report.html").unlink()
     assert Evaluation(out, {})._repr_html_() is None
+
+
+def test_compare_html_shows_the_questions_whose_answers_differ(tmp_path, default_model_dir):
+    from koqa.eval.compare import CompareConfig, compare
+
+    first = [r[3] for r in DACON_ROWS]
+    second = list(first)
+    second[1], second[2] = "반도체", "2.4%"  # worse on two questions; the others the same
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = evaluated(tmp_path / "a", DACON_ROWS, first)
+    b = evaluated(tmp_path / "b", DACON_ROWS, second)
+    result = compare(CompareConfig(runs=[str(a), str(b)], out=str(tmp_path / "cmp"), resamples=200))
+    page = tmp_path / "cmp" / "compare.html"
+    _, data = page_json(page)
+    assert [item["id"] for item in data["items"]] == ["TRAIN_001", "TRAIN_002"]
+    assert data["items"][0]["preds"] == ["반도체 소재", "반도체"] and data["items"][0]["gold"] == ["반도체 소재"]
+    assert data["items"][0]["tags"]["outcome"] == ["ev worse"]  # both folders are named ev: one row each
+    assert data["table"]["rows"][1][-1] == f"{result['runs'][0]['wins']} / {result['runs'][0]['losses']}"
+    if chromium():
+        dom, console = browse(page, screenshot=tmp_path / "compare.png")
+        assert console == [] and len(re.findall(ENTRY, dom, re.S)) == 2
+        assert '<mark class="gold p0 p1">2.4%</mark>' not in dom and '<mark class="p1">2.4%</mark>' in dom
+
+
+def test_data_html_marks_every_answer_and_flags_repeated_ones(tmp_path, default_model_dir):
+    from koqa.preprocess import PreprocessConfig, preprocess
+
+    twice = ("T1", "금리는 3%이다. 다음 해에도 금리는 3%였다.", "금리는?", "3%")
+    bad = ("T2", "본문이다.", "질문?", "없는 답")
+    data = write_csv(tmp_path / "d.csv", ["id", "context", "question", "answer"], [*DACON_ROWS, twice, bad])
+    out = tmp_path / "pp"
+    preprocess(PreprocessConfig(inputs=[str(data)], out=str(out), on_bad_row="skip", validation_fraction=0.3))
+    _, page = page_json(out / "data.html")
+    assert sorted(item["id"] for item in page["items"]) == sorted(r[0] for r in [*DACON_ROWS, twice])
+    assert [item["id"] for item in page["items"] if item["flag"]] == ["T1"]
+    assert page["table"]["rows"][0][1:3] == ["9", "answer"] and "does not occur" in page["table"]["rows"][0][3]
+    if chromium():
+        dom, console = browse(out / "data.html", screenshot=tmp_path / "data.png")
+        assert console == []
+        marked = re.findall(r'<mark class="gold">([^<]*)</mark>', dom.split('id="entries"')[1])
+        assert sorted(marked) == sorted(r[3] for r in [*DACON_ROWS, twice])

@@ -25,6 +25,7 @@ def test_dacon_preprocess_writes_every_output(tmp_path, dacon_train, default_mod
         "validation.jsonl",
         "stats.json",
         "stats.md",
+        "data.html",
         "prompt_tokens_hist.png",
     }
     assert (out / "prompt_tokens_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
