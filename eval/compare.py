@@ -129,7 +129,7 @@ class CompareConfig:
         required=True,
         help="`koqa eval` folders (or their predictions.csv) over the same questions; each is compared with the first",
     )
-    out: str | None = setting(help="folder for compare.json and compare.md")
+    out: str | None = setting(help="folder for compare.json, compare.md and compare.html")
     resamples: int = setting(RESAMPLES, help="bootstrap and permutation resamples", check=POSITIVE)
     seed: int = setting(SEED, help="seed of the resampling", check=NON_NEGATIVE)
 

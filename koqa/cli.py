@@ -37,7 +37,7 @@ def _print_preprocess(config, stats) -> None:
         print(f"{stats['corrected_answer_starts']} answer_start offsets moved to the nearest occurrence (stats.md)")
     print(f"splits: {stats['splits']}; prompts over {config.max_length} tokens: {stats['prompts_over_max_length']}")
     print(
-        f"wrote {config.out}/stats.md, stats.json, prompt_tokens_hist.png and the split JSONL files "
+        f"wrote {config.out}/data.html, stats.md, stats.json, prompt_tokens_hist.png and the split JSONL files "
         f"in {stats['seconds']} s"
     )
 
@@ -67,7 +67,7 @@ def _print_eval(config, result) -> None:
         )
     print(
         f"wrote {config.out}/predictions.csv"
-        + (", metrics.json, report.md, errors.csv, f1_hist.png" if metrics else "")
+        + (", report.html, metrics.json, report.md, errors.csv, f1_hist.png" if metrics else "")
     )
 
 

@@ -290,8 +290,8 @@ def sweep_markdown(rows: list[dict], variants: list[Variant]) -> str:
         f"Each variant against `{rows[0]['variant']}` on the same {rows[0]['n']} validation questions; "
         "95% intervals by bootstrap over the questions (ΔF1: paired).",
         "",
-        "| variant | overrides | minutes | questions seen | F1 [95% CI] | EM [95% CI] | ΔF1 [95% CI] | p |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | overrides | minutes | questions seen | F1 [95% CI] | EM [95% CI] | ΔF1 [95% CI] | p | answers |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, variant in zip(rows, variants):
         f1_ci, em_ci = row["f1_ci95"], row["exact_match_ci95"]
@@ -303,6 +303,7 @@ def sweep_markdown(rows: list[dict], variants: list[Variant]) -> str:
         lines.append(
             f"| {row['variant']} | {variant.describe()} | {row['minutes']:.1f} | {row['questions_seen']:,} | "
             f"{row['f1']:.4f} [{f1_ci[0]:.3f}, {f1_ci[1]:.3f}] | "
-            f"{row['exact_match']:.4f} [{em_ci[0]:.3f}, {em_ci[1]:.3f}] | {delta} | {p} |"
+            f"{row['exact_match']:.4f} [{em_ci[0]:.3f}, {em_ci[1]:.3f}] | {delta} | {p} | "
+            f"[report.html]({variant.folder.name}/eval/report.html) |"
         )
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ import zipfile
 from conftest import REPO
 
 ROOTS = {"koqa": "koqa", "data_tools": "koqa/data_tools", "eval": "koqa/eval", "prompts": "koqa/prompts"}
-DATA_SUFFIXES = {".txt", ".yaml", ".csv"}
+DATA_SUFFIXES = {".txt", ".yaml", ".csv", ".html"}
 
 
 def tracked(*paths: str) -> list[str]:

@@ -2,6 +2,7 @@
 settings checked before anything trains, and an interrupted sweep continuing without retraining."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -101,6 +102,9 @@ def test_sweep_trains_scores_tabulates_and_resumes_without_retraining(tmp_path, 
     table = (out / "sweep.md").read_text(encoding="utf-8")
     assert "| base | - |" in table and "| learning_rate=2e-3 | learning_rate=2e-3 |" in table
     assert table in first.stdout
+    for link in re.findall(r"\[report.html\]\(([^)]+)\)", table):  # each variant's answers, a click away
+        assert (out / link).is_file()
+    assert len(re.findall(r"\[report.html\]", table)) == len(rows)
 
     # as if the sweep had been stopped while training the last variant: its checkpoint stays, its end
     # (adapter, summary) and its scoring are gone; the finished variants must not be touched again

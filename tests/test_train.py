@@ -408,4 +408,4 @@ def test_dora_loraplus_and_neftune(tmp_path, tiny_model_dir, dacon_train):
     bad = koqa(
         sft_command(dacon_train, tmp_path / "bad", tiny_model_dir, "--set", "loraplus_lr_ratio=4", method="prompt")
     )
-    assert bad.returncode == 2 and "LoRA options" in bad.stderr
+    assert bad.returncode == 2 and "loraplus_lr_ratio is a setting of lora, qlora, not of prompt" in bad.stderr

@@ -92,7 +92,10 @@ def test_eval_steps_without_validation_questions_is_refused(tmp_path, tiny_model
     patience_alone = koqa(
         "sft", "--data", str(dacon_train), "--out", str(tmp_path / "run2"), "--set", "early_stopping_patience=3"
     )
-    assert patience_alone.returncode == 2 and "set eval_steps too" in patience_alone.stderr
+    assert (
+        patience_alone.returncode == 2
+        and "early stopping needs evaluations during training: set eval_steps" in patience_alone.stderr
+    )
 
 
 @pytest.mark.vllm
