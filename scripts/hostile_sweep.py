@@ -9,7 +9,7 @@ README makes for bad input:
 Each case names its class (the robustness issue's six), the command and what should happen:
 `refused` (with words the error must contain), `ok`, or `ok+notice` (exit 0 with words on stderr).
 
-    .venv/bin/python scripts/hostile_sweep.py [--out runs/hostile] [--only CLASS] [--python PY]
+    .venv/bin/python scripts/hostile_sweep.py [--out runs/hostile] [--only CLASS] [--python PY] [--timeout S]
 
 `--python` runs the cases under another interpreter (another checkout's code, to count what failed
 there). The table of cases and results goes to OUT/hostile_sweep.json and .md.
@@ -886,7 +886,7 @@ def secret_problems(case: Case, args: list[str], printed: str, before: dict, aft
     ]
 
 
-def run_case(case: Case, d: Path, fixtures: dict, python: str) -> dict:
+def run_case(case: Case, d: Path, fixtures: dict, python: str, timeout: float = 300) -> dict:
     lay_out(case, d, fixtures)
     before = fingerprint(d)
     args = [a.replace("{d}", str(d)) for a in case.args]
@@ -897,10 +897,12 @@ def run_case(case: Case, d: Path, fixtures: dict, python: str) -> dict:
         command = [python, "-m", "koqa.cli", *args]
     started = time.perf_counter()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=d, env=env, errors="replace")
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, cwd=d, env=env, errors="replace"
+        )
         rc, stdout, stderr = result.returncode, result.stdout, result.stderr
     except subprocess.TimeoutExpired:
-        rc, stdout, stderr = -1, "", "timed out"
+        rc, stdout, stderr = -1, "", f"still running after {timeout} s (stopped)"
     seconds = time.perf_counter() - started
     after = fingerprint(d)
     broke = outcome_problems(case, rc, stdout, stderr, d) + file_problems(case, args, before, after, d)
@@ -923,6 +925,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/hostile")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs koqa")
     parser.add_argument("--only", choices=CLASSES)
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds a case may run; one still running counts as broken"
+    )
     args = parser.parse_args()
     out = Path(args.out).resolve()
     work = out / "fixtures"
@@ -934,7 +939,7 @@ def main() -> None:
         d = out / "cases" / f"{number:03d}"
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        result = run_case(case, d, fixtures, args.python)
+        result = run_case(case, d, fixtures, args.python, args.timeout)
         results.append(result)
         mark = "held " if result["held"] else "BROKE"
         print(
