@@ -62,6 +62,13 @@ def verify_model_dir(path: Path, *, deep: bool = False) -> bool:
     return bool(info.get("files"))
 
 
+def write_marker(folder: Path, **source: str) -> None:
+    """The marker of a finished model folder: every file's size and checksum, and where it came from."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+    marker = {"version": _MARKER_VERSION, **source, "files": files}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+
+
 def prepare_default_model(*, force: bool = False) -> Path:
     """Build the default model folder once; later calls return at once."""
     target = default_model_dir()
@@ -103,16 +110,7 @@ def prepare_default_model(*, force: bool = False) -> Path:
                 file=str(out),
                 fix="run `koqa model prepare --force`",
             )
-        files = {
-            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(out.iterdir()) if p.is_file()
-        }
-        marker = {
-            "version": _MARKER_VERSION,
-            "source": gguf_package.MODEL_NAME,
-            "source_sha256": gguf_package.EXPECTED_SHA256,
-            "files": files,
-        }
-        (out / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        write_marker(out, source=gguf_package.MODEL_NAME, source_sha256=gguf_package.EXPECTED_SHA256)
         if target.exists():
             shutil.rmtree(target)
         os.replace(out, target)

@@ -16,7 +16,7 @@ import pytest
 from conftest import DACON_ROWS, write_csv
 from koqa.eval.eval_config import EvalConfig
 from koqa.eval.evaluate import evaluate
-from koqa.eval.html_report import embed_json
+from koqa.eval.html_report import embed_json, read_page_data
 
 HOSTILE = [
     ("X1", "본문 <script>alert(1)</script> 끝에 정답이 있다.", "정답은?", "정답"),
@@ -40,9 +40,9 @@ class Scripted:
 
 
 def page_json(path):
-    html = path.read_text(encoding="utf-8")
-    found = re.search(r'<script type="application/json" id="koqa-data">(.*?)</script>', html, re.S)
-    return html, json.loads(found.group(1))
+    data = read_page_data(path)
+    assert data is not None, f"{path} holds no koqa page data"
+    return path.read_text(encoding="utf-8"), data
 
 
 def evaluated(tmp_path, rows, answers):

@@ -41,15 +41,13 @@ def build_tiny_model(out: Path, tokenizer_dir: Path) -> Path:
 def as_default_model(home: Path, tiny_dir: Path) -> Path:
     """A KOQA_HOME in which the tiny model stands as the embedded default (a copy with the marker
     `koqa model prepare` writes): a test runs a user's default-model script end to end, fast."""
-    import json
     import shutil
 
-    from koqa.model_store import DEFAULT_MODEL, MARKER, _sha256
+    from koqa.model_store import DEFAULT_MODEL, write_marker
 
     target = home / "models" / DEFAULT_MODEL
     shutil.copytree(tiny_dir, target)
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(target.iterdir())}
-    (target / MARKER).write_text(json.dumps({"version": 1, "source": "tests/tiny_model.py", "files": files}))
+    write_marker(target, source="tests/tiny_model.py")
     return home
 
 
