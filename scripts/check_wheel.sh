@@ -43,6 +43,9 @@ import json
 
 evaluated, scored = (json.load(open(f"{d}/metrics.json", encoding="utf-8")) for d in ("val", "scored"))
 assert evaluated["n"] == scored["n"] == 2 and evaluated["f1"] == scored["f1"], (evaluated, scored)
+# the pages, drawn from the template the wheel ships as package data
+for page in ("data/data.html", "val/report.html", "scored/report.html"):
+    assert 'id="koqa-data"' in open(page, encoding="utf-8").read(), page
 PY
 python -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" \
   --config "$REPO/pyproject.toml"
