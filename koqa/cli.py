@@ -55,6 +55,19 @@ def _print_sft(config, run) -> None:
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in run["validation"].items() if isinstance(v, float)))
 
 
+def _print_rl(config, run) -> None:
+    print(f"adapter: {run['adapter']} ({run['global_step']} steps on {run['questions']} questions)")
+    best = run.get("best")
+    if best:
+        print(
+            f"best: step {best['step']}, validation F1 {best['eval_f1']:.4f}, EM {best['eval_exact_match']:.4f} "
+            f"({config.out}/best, what `koqa eval --adapter {config.out}` takes)"
+            + (" (stopped early)" if run.get("stopped_early") else "")
+        )
+    if run.get("diverged"):
+        print("the reward rose while validation F1 fell (see koqa.log)")
+
+
 def _print_eval(config, result) -> None:
     metrics = result["metrics"]
     for k, member in enumerate(metrics.get("members", []), start=1):
@@ -108,6 +121,13 @@ COMMANDS: dict[str, Command] = {
         "koqa.train.train_config:TrainConfig",
         "koqa.train:train",
         _print_sft,
+        log_in_out=True,
+    ),
+    "rl": Command(
+        "continue a LoRA run with GRPO on the leaderboard F1, checked on held-out questions",
+        "koqa.train.rl_config:RLConfig",
+        "koqa.train.rl:rl",
+        _print_rl,
         log_in_out=True,
     ),
     "eval": Command(
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = (
             " Run the same command with --resume to continue."
-            if args.command == "sft"
+            if args.command in ("sft", "rl")
             else " Run the same command again: finished answers are kept and skipped."
             if args.command == "eval"
             else " Run the same sweep command again (without --resume): it continues each variant itself."

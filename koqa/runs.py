@@ -56,12 +56,13 @@ class RunInfo:
     best: dict | None = None  # with eval_steps: the step, F1 and EM of RUN/best/
     no_answer: str = NO_ANSWER  # what the adapter answers to an unanswerable question
     max_answer_tokens: int | None = None  # the answer token limit it was trained with; `koqa eval`'s default
+    parent: dict | None = None  # koqa rl: the adapter it continued (folder, digest)
 
     def to_json(self) -> dict[str, Any]:
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()
-            if v is not None or k not in ("counterfactual", "synthetic", "best")
+            if v is not None or k not in ("counterfactual", "synthetic", "best", "parent")
         }
 
     @classmethod

@@ -242,3 +242,132 @@ def test_data_html_marks_every_answer_and_flags_repeated_ones(tmp_path, default_
         assert console == []
         marked = re.findall(r'<mark class="gold">([^<]*)</mark>', dom.split('id="entries"')[1])
         assert sorted(marked) == sorted(r[3] for r in [*DACON_ROWS, twice])
+
+
+def chromedriver() -> str | None:
+    return shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """Debian's Chromium driven through Selenium and Debian's chromedriver (never a downloaded browser)."""
+    if chromium() is None or chromedriver() is None:
+        pytest.skip("no Chromium and chromedriver here (Debian: apt-get install chromium chromium-driver fonts-nanum)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extras")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1400"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver()))
+    browser.set_page_load_timeout(120)
+    yield browser
+    browser.quit()
+
+
+def shown(browser):
+    """(id, gold text marked, predicted text marked) for each entry on screen."""
+    from selenium.webdriver.common.by import By
+
+    cards = []
+    for card in browser.find_elements(By.CSS_SELECTOR, "#entries .entry"):
+        marks = card.find_elements(By.CSS_SELECTOR, ".passage mark")
+        gold = "".join(m.text for m in marks if "gold" in m.get_attribute("class").split())
+        pred = "".join(m.text for m in marks if "p0" in m.get_attribute("class").split())
+        cards.append((card.get_attribute("data-id"), gold, pred))
+    return cards
+
+
+def console_errors(browser):
+    return [line for line in browser.get_log("browser") if line["level"] == "SEVERE"]
+
+
+def test_a_person_clicks_searches_and_steps_through_the_report(tmp_path, default_model_dir, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    answers = [r[3] for r in DACON_ROWS]
+    answers[1] = "반도체"  # partly right
+    answers[2] = "부산"  # not in its passage
+    answers[4] = "통계청"  # wrong, in its passage
+    out = evaluated(tmp_path, DACON_ROWS, answers)
+    driver.get((out / "report.html").as_uri())
+    assert console_errors(driver) == []
+    with open(out / "predictions.csv", encoding="utf-8", newline="") as handle:
+        predicted = {row["id"]: row["prediction"] for row in csv.DictReader(handle)}
+    with open(out / "errors.csv", encoding="utf-8", newline="") as handle:
+        errors = list(csv.DictReader(handle))
+    gold = {r[0]: r[3] for r in DACON_ROWS}
+
+    cards = shown(driver)
+    assert [qid for qid, _, _ in cards] == [r[0] for r in DACON_ROWS]
+    for qid, marked_gold, marked_pred in cards:
+        assert marked_gold == gold[qid]
+        assert marked_pred == ("" if qid == "TRAIN_002" else predicted[qid])  # 부산 is not in its passage
+
+    # clicking an error class shows exactly the rows errors.csv gives that class; "all" brings all back
+    answer_group = driver.find_element(By.CSS_SELECTOR, '#chips .group[data-key="answer"]')
+    for kind in sorted({row["error"] for row in errors}):
+        answer_group.find_element(By.CSS_SELECTOR, f'button.chip[data-value="{kind}"]').click()
+        assert [c[0] for c in shown(driver)] == [r["id"] for r in errors if r["error"] == kind]
+    answer_group.find_element(By.CSS_SELECTOR, 'button.chip[data-value=""]').click()
+    assert len(shown(driver)) == len(DACON_ROWS)
+
+    # n and p step through the questions answered wrong, in the order shown
+    wrong = [r[0] for r in DACON_ROWS if predicted[r[0]] != gold[r[0]]]
+    body = driver.find_element(By.TAG_NAME, "body")
+    visited = []
+    for _ in wrong:
+        body.send_keys("n")
+        visited.append(driver.find_element(By.CSS_SELECTOR, ".entry.current").get_attribute("data-id"))
+    assert visited == wrong
+    body.send_keys("p")
+    assert driver.find_element(By.CSS_SELECTOR, ".entry.current").get_attribute("data-id") == wrong[-2]
+
+    # sorting by F1 puts the worst first; the search box finds an id, and clearing it shows all again
+    Select(driver.find_element(By.ID, "sort")).select_by_value("f1up")
+    f1 = {row["id"]: float(row["f1"]) for row in errors}
+    order = [c[0] for c in shown(driver)]
+    assert [f1.get(qid, 1.0) for qid in order] == sorted(f1.get(qid, 1.0) for qid in order)
+    search = driver.find_element(By.ID, "search")
+    search.send_keys("TRAIN_004")
+    assert [c[0] for c in shown(driver)] == ["TRAIN_004"]
+    search.send_keys(Keys.CONTROL, "a", Keys.DELETE)
+    assert len(shown(driver)) == len(DACON_ROWS)
+    assert console_errors(driver) == []
+
+
+def test_a_korquad_sized_page_paints_fast_when_driven(tmp_path, korquad, driver):
+    """The time to first paint, as the browser measures it (Paint Timing), of a 5,774-question page."""
+    from selenium.webdriver.common.by import By
+
+    from koqa.data_tools.readers import read_squad_json
+    from koqa.eval.html_report import eval_page, render
+    from koqa.eval.scoring import score_questions
+
+    records = read_squad_json(korquad).records
+    predictions = {r.id: r.answers[0] if k % 3 else r.context[:12] for k, r in enumerate(records)}
+    rows, metrics = score_questions(records, predictions)
+    for row in rows:
+        row["error"] = "" if row["em"] == 1 else ("partial" if row["f1"] else "wrong")
+    page = tmp_path / "korquad.html"
+    page.write_text(render(eval_page(records, rows, metrics, {"data": "KorQuAD 1.0 dev"})), encoding="utf-8")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(page.as_uri())
+    paint = WebDriverWait(driver, 30).until(  # the entry is recorded once the browser has painted
+        lambda d: d.execute_script(
+            "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;"
+        )
+    )
+    print(
+        f"KorQuAD dev page: {len(records)} questions, {page.stat().st_size / 1e6:.1f} MB, first paint {paint:.0f} ms"
+    )
+    assert paint is not None and paint < 5000
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#entries .entry")) == 50
+    wrong = [row["id"] for row in rows if row["error"] == "wrong"]
+    driver.find_element(By.CSS_SELECTOR, '#chips .group[data-key="answer"] button.chip[data-value="wrong"]').click()
+    first_page = [e.get_attribute("data-id") for e in driver.find_elements(By.CSS_SELECTOR, "#entries .entry")]
+    assert first_page == wrong[:50]
+    assert console_errors(driver) == []

@@ -169,7 +169,7 @@ class ChildVLLMGenerator:
         folder = self.run.path / "evaluating"
         shutil.rmtree(folder, ignore_errors=True)
         try:
-            self.model.save_pretrained(folder / "adapter", safe_serialization=True)
+            save_trained_adapter(self.model, folder / "adapter")
             spec = {
                 "adapter": str(folder / "adapter"),
                 "model": self.model_path,
@@ -206,7 +206,7 @@ def save_best(run: RunFolder, model, tokenizer, step: int, scores: dict) -> None
     the run info records it too."""
     staging = run.best_dir.with_name(run.best_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
+    save_trained_adapter(model, staging)
     tokenizer.save_pretrained(staging)
     record = {"step": step, "eval_f1": scores["f1"], "eval_exact_match": scores["exact_match"]}
     record["eval_questions"] = scores["cost"]["eval_questions"]
@@ -246,3 +246,11 @@ def f1_curve_png(run: RunFolder) -> None:
     ax.set_ylim(0, 1)
     ax.legend()
     write_png(fig, run.f1_curve)
+
+
+def save_trained_adapter(model, folder) -> None:
+    """The adapter being trained, as safetensors in `folder`; a frozen reference adapter that `koqa rl`
+    loads beside it (named "ref") is not part of the run's adapter."""
+    peft_config = getattr(model, "peft_config", None) or {}
+    only = {"selected_adapters": ["default"]} if len(peft_config) > 1 else {}
+    model.save_pretrained(folder, safe_serialization=True, **only)

@@ -23,7 +23,9 @@ def questions_seen_at(state: dict, config: TrainConfig) -> int:
     return last_logged(state, "questions_seen")
 
 
-def check_resume_matches(run: RunFolder, config: TrainConfig, template_text: str, info: RunInfo) -> None:
+def check_resume_matches(
+    run: RunFolder, config, template_text: str, info: RunInfo, changeable: frozenset = CHANGEABLE_ON_RESUME
+) -> None:
     """Refuse to resume a run with settings, a prompt template or training data other than its own:
     the checkpoint's weights and optimizer state belong to those, and the run folder's config.yaml
     would no longer describe the adapter."""
@@ -34,7 +36,7 @@ def check_resume_matches(run: RunFolder, config: TrainConfig, template_text: str
     changed = [
         f"{key} {saved[key]!r} -> {now[key]!r}"
         for key in now
-        if key in saved and key not in CHANGEABLE_ON_RESUME and saved[key] != now[key]
+        if key in saved and key not in changeable and saved[key] != now[key]
     ]
     saved_template = run.saved_template()
     if saved_template is not None and saved_template != template_text:

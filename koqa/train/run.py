@@ -213,10 +213,11 @@ def describe_run(config: TrainConfig, model_path: str, template, data) -> RunInf
 
 
 def save_adapter(trainer, tokenizer, run: RunFolder) -> None:
+    from koqa.train.evaluation import save_trained_adapter
     from koqa.train.trainer import loss_curve_png
 
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(run.adapter_dir, safe_serialization=True)
+        save_trained_adapter(trainer.model, run.adapter_dir)
         tokenizer.save_pretrained(run.adapter_dir)
         loss_curve_png(run)
     trainer.accelerator.wait_for_everyone()
