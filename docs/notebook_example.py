@@ -26,6 +26,7 @@ run = kq.train(
     max_steps=10,
     eval_steps=5,
     eval_limit=24,
+    eval_backend="hf",  # 24 questions over the live weights: no merge or engine start per evaluation
     validation_limit=0,
 )
 print(run.best)

@@ -90,6 +90,20 @@ class RunFolder:
         self.validation_file = self.path / "validation.jsonl"
         self.validation_dir = self.path / "validation"
 
+    @classmethod
+    def claim(cls, out: str | Path, inputs, *, command: str, resume: bool) -> RunFolder:
+        """The run folder a training command (`command`) writes: refused where it overlaps one of its
+        `inputs` ((setting, path) pairs) or already holds a run that is not being resumed."""
+        from koqa.outputs import check_out
+
+        check_out(out, inputs, command=command, may_hold_a_run=True)
+        run = cls(out)
+        if run.path.exists() and any(run.path.iterdir()) and not resume and run.holds_a_run():
+            raise KoqaError(
+                "run folder already holds a run", file=str(run), fix="pass --resume, or choose another --out"
+            )
+        return run
+
     def __str__(self) -> str:
         return str(self.path)
 

@@ -163,3 +163,33 @@ def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
     result = subprocess.run([sys.executable, "-m", "koqa.cli", *command], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / "run"
+
+
+class KiwiInProcess:
+    """KiwiProcess's interface with the job run in this process on the shared analyser: for tests that
+    run a command many times to test something other than the analyser's process (each KiwiProcess
+    starts Python and loads kiwipiepy anew)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        pass
+
+    def submit(self, fn, *args):
+        self._job = (fn, args)
+        return self
+
+    def result(self):
+        fn, args = self._job
+        return fn(*args)
+
+
+@pytest.fixture
+def kiwi_in_process(monkeypatch):
+    """`koqa preprocess` and `koqa eval` analyse morphemes in this process (KiwiInProcess)."""
+    monkeypatch.setattr("koqa.preprocess.KiwiProcess", KiwiInProcess)
+    monkeypatch.setattr("koqa.eval.evaluate.KiwiProcess", KiwiInProcess)

@@ -237,7 +237,7 @@ def fail_at_each_write_in_turn(monkeypatch, out, run) -> tuple[dict, int]:
         return _snapshot(out), k
 
 
-def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir, monkeypatch):
+def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir, monkeypatch, kiwi_in_process):
     from koqa.preprocess import PreprocessConfig, preprocess
 
     first = write_csv(tmp_path / "first.csv", HEADER, [*DACON_ROWS[:4], ("BAD", CONTEXT, "q?", "없는 답")])
@@ -253,7 +253,7 @@ def test_preprocess_outputs_are_replaced_as_one_unit(tmp_path, default_model_dir
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_model_dir, monkeypatch):
+def test_eval_reports_are_replaced_as_one_unit(tmp_path, dacon_train, default_model_dir, monkeypatch, kiwi_in_process):
     from koqa.eval.eval_config import EvalConfig
     from koqa.eval.evaluate import evaluate
 

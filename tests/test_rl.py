@@ -82,14 +82,18 @@ def test_shared_prompt_loss_and_gradients_equal_the_unshared_ones(tiny_model_dir
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     unshared = run(trl_unshared)
-    shared = run(lambda: shared_prompt_logps(model, ids, mask, keep, pad_id=0, compute_entropy=True))
-    # the model runs in float64; TRL's fused head accumulates the vocabulary projection in float32 whatever
-    # the dtype, so both sides agree to float32 rounding (a wrong mask is off by about 0.3)
-    torch.testing.assert_close(shared[0][answer_mask], unshared[0][answer_mask], rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(shared[1][answer_mask], unshared[1][answer_mask], rtol=1e-6, atol=1e-5)
+    shared = run(lambda: shared_prompt_logps(model, ids, mask, keep, 0, temperature=0.7, compute_entropy=True))
+    # the model runs in float64, koqa's head too; TRL's fused head accumulates the vocabulary projection
+    # in float32 whatever the dtype, so the two agree to float32 rounding (a wrong mask is off by 0.3)
+    torch.testing.assert_close(
+        shared[0][answer_mask].double(), unshared[0][answer_mask].double(), rtol=1e-6, atol=1e-5
+    )
+    torch.testing.assert_close(
+        shared[1][answer_mask].double(), unshared[1][answer_mask].double(), rtol=1e-6, atol=1e-5
+    )
     assert shared[2].keys() == unshared[2].keys() and len(shared[2]) == 12  # 3 modules x 2 layers x A, B
     for name in unshared[2]:
-        torch.testing.assert_close(shared[2][name], unshared[2][name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(shared[2][name], unshared[2][name], rtol=1e-4, atol=2e-6)
 
 
 def test_sampling_from_a_shared_prompt_sees_what_each_answer_would_alone(tiny_model_dir):
@@ -134,7 +138,7 @@ def test_the_reward_terms_are_the_leaderboard_and_honest_answers():
 def test_the_run_says_when_reward_and_validation_f1_part():
     from transformers import TrainerControl, TrainerState
 
-    from koqa.train.rl import RewardDivergence
+    from koqa.train.rl_trainer import RewardDivergence
 
     def feed(check, rows):
         control = TrainerControl()
@@ -185,6 +189,7 @@ def test_koqa_rl_trains_evaluates_keeps_the_best_and_resumes(tmp_path, tiny_run)
     out = tmp_path / "rl"
     common = ["rl", "--adapter", tiny_run, "--data", data, "--validation", val, "--out", out, *RL_SMALL]
     common += ["--set", "eval_steps=1", "--set", "logging_steps=1", "--set", "save_steps=2", "--set", "kl_weight=0.1"]
+    common += ["--set", "report_to=[tensorboard]"]
     first = koqa(*common, "--max-steps", 2)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "best: step 1, validation F1" in first.stdout
@@ -195,6 +200,7 @@ def test_koqa_rl_trains_evaluates_keeps_the_best_and_resumes(tmp_path, tiny_run)
     trained = [r for r in rows if "loss" in r]
     assert [r["step"] for r in trained] == [1, 2]
     assert {"rewards/f1/mean", "rewards/grounded/mean", "rewards/length/mean", "reward", "kl"} <= set(trained[0])
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))  # the tracker got the run
     for folder in (out / "adapter", out / "best"):  # the trained adapter alone, not the frozen reference
         assert (folder / "adapter_model.safetensors").is_file() and not (folder / "ref").exists()
 
@@ -253,3 +259,27 @@ def test_what_koqa_rl_cannot_start_from_is_refused_in_one_line(tmp_path, tiny_ru
     assert (tiny_run / "adapter" / "adapter_model.safetensors").is_file() and not (
         tiny_run / "checkpoints-rl"
     ).exists()
+
+
+def test_every_rl_setting_reaches_the_grpo_arguments(tmp_path):
+    from koqa.runs import RunFolder
+    from koqa.train.rl import grpo_arguments
+    from koqa.train.rl_config import RLConfig
+
+    config = RLConfig(adapter="a", data="d", out="o", num_generations=3, questions_per_step=5, temperature=0.7)
+    config.kl_weight, config.reward_f1, config.reward_grounded, config.reward_length = 0.2, 0.5, 0.3, 0.1
+    config.learning_rate, config.lr_scheduler, config.warmup_ratio, config.weight_decay = 1e-4, "linear", 0.1, 0.01
+    config.max_steps, config.save_steps, config.save_total_limit, config.logging_steps = 7, 3, 4, 2
+    config.seed, config.gradient_checkpointing, config.epochs = 5, True, 2.0
+    args = grpo_arguments(config, RunFolder(tmp_path / "run"), torch.float32, max_new_tokens=9)
+    assert args.per_device_train_batch_size == 15 and args.num_generations == 3  # 5 questions x 3 answers a step
+    assert (args.temperature, args.beta, args.reward_weights) == (0.7, 0.2, [0.5, 0.3, 0.1])
+    assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == (
+        1e-4,
+        "linear",
+        0.1,
+        0.01,
+    )
+    assert (args.max_steps, args.save_steps, args.save_total_limit, args.logging_steps) == (7, 3, 4, 2)
+    assert (args.seed, args.gradient_checkpointing, args.num_train_epochs) == (5, True, 2.0)
+    assert args.max_completion_length == 9 and args.output_dir == str(tmp_path / "run" / "checkpoints")

@@ -32,38 +32,46 @@ class RunSetup:
     checkpoint: str | None  # the checkpoint resumed from
 
 
+def common_arguments(config, output_dir: str, dtype) -> dict:
+    """The trainer arguments `koqa sft` and `koqa rl` share, from the settings of the same names."""
+    import torch
+
+    return {
+        "output_dir": output_dir,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "warmup_steps": config.warmup_ratio,  # transformers 5 reads a value below 1 as the share of the run
+        "lr_scheduler_type": config.lr_scheduler,
+        "weight_decay": config.weight_decay,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "save_strategy": "steps",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "report_to": list(config.report_to),
+        "dataloader_num_workers": 0,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+
+
 def training_arguments(setup: RunSetup):
     """TRL's SFTConfig for the run: the optimiser, schedule, saving and logging `config` asks for."""
-    import torch
     from trl import SFTConfig
 
     config = setup.config
     return SFTConfig(
-        output_dir=str(setup.run.checkpoints_dir),
+        **common_arguments(config, str(setup.run.checkpoints_dir), setup.dtype),
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,  # transformers 5 reads a value below 1 as the share of the run
-        lr_scheduler_type=config.lr_scheduler,
-        weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        save_strategy="steps",
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=setup.dtype == torch.bfloat16,
-        fp16=setup.dtype == torch.float16,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         max_length=None,
         completion_only_loss=True,
-        gradient_checkpointing=config.gradient_checkpointing,
-        report_to=list(config.report_to),
-        dataloader_num_workers=0,
         remove_unused_columns=True,
-        use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
         neftune_noise_alpha=config.neftune_noise_alpha,
     )

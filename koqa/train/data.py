@@ -102,15 +102,25 @@ def augment(records: list[QARecord], config) -> tuple[list[QARecord], dict]:
     return records, added
 
 
-def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[dict]]:
-    """One tokenized example (input_ids, completion_mask) per record, and the records excluded, with why."""
-    examples, excluded = [], []
+def training_prompts(records: list[QARecord], renderer) -> tuple[list[tuple], list[dict]]:
+    """(record, rendered prompt, answer trained for) of each record whose answer stays in the context
+    window kept around it, and the records excluded, with why."""
+    kept, excluded = [], []
     for r in records:
         answer, start = renderer.target(r)
         prompt = renderer.render(r.context, r.question, answer_start=start, answer_len=len(answer))
         if not prompt.answer_in_window:
             excluded.append({"id": r.id, "reason": "answer not in the context window kept under max_length"})
             continue
+        kept.append((r, prompt, answer))
+    return kept, excluded
+
+
+def build_examples(records: list[QARecord], renderer) -> tuple[list[dict], list[dict]]:
+    """One tokenized example (input_ids, completion_mask) per record, and the records excluded, with why."""
+    examples = []
+    prompts, excluded = training_prompts(records, renderer)
+    for _, prompt, answer in prompts:
         answer_ids = renderer.answer_ids(answer)
         examples.append(
             {"input_ids": prompt.ids + answer_ids, "completion_mask": [0] * len(prompt.ids) + [1] * len(answer_ids)}

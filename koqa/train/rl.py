@@ -5,7 +5,8 @@ prompts are the run's own template and renderer (the window kept around the answ
 training); the reward is koqa/train/reward.py; sampling and the loss share each prompt across its
 answers (koqa/train/rl_trainer.py). The held-out validation questions are answered greedily every
 eval_steps, as `koqa eval` answers them, and RUN/best/ is chosen on that F1, not on the reward;
-`RewardDivergence` says when the two part.
+`RewardDivergence` (rl_trainer.py) says when the two part. Torch, transformers and TRL are imported
+once the settings and inputs have been checked, so a refusal comes at once.
 """
 
 from __future__ import annotations
@@ -15,70 +16,18 @@ import os
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from koqa.atomic import write_json
 from koqa.errors import KoqaError
-from koqa.outputs import check_out
 from koqa.runs import RunFolder, RunInfo, is_lora, locate_adapter
 from koqa.train.rl_config import RL_CHANGEABLE_ON_RESUME, RLConfig
 
 log = logging.getLogger(__name__)
 
 
-class RewardDivergence(TrainerCallback):
-    """After each evaluation: did the mean training reward since the last one rise while validation F1
-    fell? After `patience` such evaluations in a row the run says so in one line, and with `stop` it
-    stops (saving a checkpoint; RUN/best/ keeps the adapter from before)."""
-
-    def __init__(self, patience: int, stop: bool):
-        self.patience, self.stop = patience, stop
-        self.rewards: list[float] = []
-        self.last: tuple[float, float] | None = None  # (mean reward, F1) at the last evaluation
-        self.first: tuple[float, float] | None = None  # where the current streak began
-        self.streak = 0
-        self.diverged = False
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "reward" in logs:
-            self.rewards.append(float(logs["reward"]))
-        if "eval_f1" not in logs or not self.rewards:
-            return
-        now = (sum(self.rewards) / len(self.rewards), float(logs["eval_f1"]))
-        self.rewards = []
-        if self.last is not None and now[0] > self.last[0] and now[1] < self.last[1]:
-            self.first = self.first if self.streak else self.last
-            self.streak += 1
-        else:
-            self.streak = 0
-        self.last = now
-        if self.streak >= self.patience and not self.diverged:
-            self.diverged = True
-            action = "stopping (stop_on_divergence: false goes on)" if self.stop else "going on (stop_on_divergence)"
-            log.warning(
-                "step %d: the mean reward rose from %.4f to %.4f while validation F1 fell from %.4f to %.4f over "
-                "%d evaluations: the reward is being gamed; %s",
-                state.global_step,
-                self.first[0],
-                now[0],
-                self.first[1],
-                now[1],
-                self.streak,
-                action,
-            )
-            if self.stop:
-                control.should_training_stop = True
-                control.should_save = True
-
-
 def rl(config: RLConfig) -> dict:
     """GRPO from `config.adapter` on `config.data` into the run folder `config.out`; returns the summary."""
-    run = RunFolder(config.out)
     inputs = [("--data", config.data), ("--validation", config.validation), ("--adapter", config.adapter)]
-    check_out(config.out, inputs, command="rl", may_hold_a_run=True)
-    if run.path.exists() and any(run.path.iterdir()) and not config.resume and run.holds_a_run():
-        raise KoqaError("run folder already holds a run", file=str(run), fix="pass --resume, or choose another --out")
+    run = RunFolder.claim(config.out, inputs, command="rl", resume=config.resume)
     started = time.perf_counter()
     parent = starting_adapter(config)
     from transformers import set_seed
@@ -147,22 +96,18 @@ def starting_adapter(config: RLConfig):
 def read_and_render(config: RLConfig, parent) -> dict:
     """The training questions as GRPO's dataset (one row per question, its id as the prompt) with each
     prompt's token ids, the validation questions, the tokenizer and the template."""
-    from transformers import AutoTokenizer
-
     from koqa.eval.pipeline import refuse_no_answer_golds
     from koqa.model_store import resolve_model
-    from koqa.prompting import PromptRenderer, PromptTemplate
-    from koqa.train.data import read_training_records
+    from koqa.prompting import PromptTemplate
+    from koqa.train.data import read_training_records, training_prompts
+    from koqa.train.run import training_renderer
 
     info = parent.info
     saved = parent.run.saved_config() or {}
     model_path = resolve_model(info.model)
     template = PromptTemplate.load(str(parent.template_path()))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    renderer = PromptRenderer(
-        tokenizer,
+    tokenizer, renderer = training_renderer(
+        model_path,
         template,
         max_length=config.max_length or info.train_max_length,
         max_answer_tokens=config.max_answer_tokens or info.max_answer_tokens or 32,
@@ -177,15 +122,9 @@ def read_and_render(config: RLConfig, parent) -> dict:
             field="validation",
             fix="pass --validation FILE, or a `koqa preprocess` folder with validation.jsonl as --data",
         )
-    rows, rendered, excluded = [], {}, []
-    for r in records:
-        answer, start = renderer.target(r)
-        prompt = renderer.render(r.context, r.question, answer_start=start, answer_len=len(answer))
-        if not prompt.answer_in_window:
-            excluded.append({"id": r.id, "reason": "answer not in the context window kept under max_length"})
-            continue
-        rendered[r.id] = prompt.ids
-        rows.append({"prompt": r.id, "context": r.context, "answers": list(r.answers)})
+    prompts, excluded = training_prompts(records, renderer)
+    rendered = {r.id: prompt.ids for r, prompt, _ in prompts}
+    rows = [{"prompt": r.id, "context": r.context, "answers": list(r.answers)} for r, _, _ in prompts]
     if not rows:
         raise KoqaError(
             "no training question fits max_length", file=config.data, field="max_length", fix="raise max_length"
@@ -245,7 +184,7 @@ def build(config: RLConfig, run: RunFolder, parent, setup: dict, started: float,
     from koqa.train.build import load_base_model, quiet_progress
     from koqa.train.methods import METHODS
     from koqa.train.reward import AnswerReader, reward_functions
-    from koqa.train.rl_trainer import KoqaGRPOTrainer
+    from koqa.train.rl_trainer import KoqaGRPOTrainer, RewardDivergence
     from koqa.train.trainer import JsonlLogger
 
     dtype = pick_dtype(config.dtype, pick_device())
@@ -253,6 +192,10 @@ def build(config: RLConfig, run: RunFolder, parent, setup: dict, started: float,
     # with kl_weight, TRL copies this adapter as it starts into a frozen "ref" adapter: the reference
     # policy is the adapter started from (not the base model)
     model = PeftModel.from_pretrained(base, parent.dir, is_trainable=True)
+    if config.report_to and int(os.environ.get("RANK", "0")) == 0:
+        from koqa.trackers import start_training
+
+        start_training(config.report_to, run.path)
     evaluation = f1_evaluation(config, run, setup)
     divergence = RewardDivergence(config.divergence_patience, config.stop_on_divergence)
     rendered_tokens = 0
@@ -295,11 +238,12 @@ def build(config: RLConfig, run: RunFolder, parent, setup: dict, started: float,
 
 
 def grpo_arguments(config: RLConfig, run: RunFolder, dtype, max_new_tokens: int):
-    import torch
     from trl import GRPOConfig
 
+    from koqa.train.build import common_arguments
+
     return GRPOConfig(
-        output_dir=str(run.checkpoints_dir),
+        **common_arguments(config, str(run.checkpoints_dir), dtype),
         per_device_train_batch_size=config.questions_per_step * config.num_generations,
         gradient_accumulation_steps=1,
         num_generations=config.num_generations,
@@ -307,25 +251,7 @@ def grpo_arguments(config: RLConfig, run: RunFolder, dtype, max_new_tokens: int)
         temperature=config.temperature,
         beta=config.kl_weight,
         reward_weights=[config.reward_f1, config.reward_grounded, config.reward_length],
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # transformers 5 reads a value below 1 as the share of the run
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        save_strategy="steps",
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        report_to=list(config.report_to),
-        dataloader_num_workers=0,
         remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
         log_completions=False,
     )
 

@@ -106,7 +106,9 @@ class RLConfig:
     )
     eval_limit: int = setting(200, help="the validation questions scored", check=POSITIVE)
     eval_backend: str = setting(
-        "hf", help="how the evaluations answer (as koqa sft's eval_backend)", choices=EVAL_BACKENDS
+        "hf",
+        help="how the evaluations answer: hf over the live weights, vllm from a merged copy in a child process",
+        choices=EVAL_BACKENDS,
     )
     validation_batch_size: int = setting(16, help="batch size of the validation scoring", check=POSITIVE)
     early_stopping_patience: int | None = setting(
@@ -118,7 +120,9 @@ class RLConfig:
         "(and stops, with stop_on_divergence)",
         check=POSITIVE,
     )
-    stop_on_divergence: bool = setting(True, help="stop when the reward and validation F1 part (divergence_patience)")
+    stop_on_divergence: bool = setting(
+        True, help="stop when the reward and validation F1 part for divergence_patience evaluations"
+    )
     # lengths (default: those of the run continued)
     max_length: int | None = setting(
         help="prompt and answer token limit (default: the run's training max_length)", check=POSITIVE

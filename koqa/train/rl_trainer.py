@@ -10,18 +10,23 @@ N times again in the loss. Here:
   sequence, the prompt once and then each answer as a branch, with koqa's shared-context masks
   (koqa/shared_context.py): every answer sees the prompt and itself only, at the positions it would
   have alone. The last prompt token starts every branch, since it is what predicts each answer's
-  first token. The log-probabilities are TRL's own fused head's, so the loss and its gradients are
-  those of the unshared computation (tests/test_rl.py checks them in float64).
+  first token. The LM head runs only at the positions that predict an answer token. The loss and
+  its gradients are those of TRL's unshared computation (tests/test_rl.py checks them in float64).
 
 This module imports torch and TRL: only `koqa rl` imports it.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from koqa.shared_context import model_attention_masks
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -106,11 +111,16 @@ def pack_groups(prompts: list[list[int]], answers: list[list[int]], pad_id: int)
     return padded(0, pad_id), padded(1, 0), mask, padded(2, -100), where
 
 
-def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, pad_id: int, compute_entropy=False):
+def shared_prompt_logps(
+    model, input_ids, attention_mask, logits_to_keep: int, pad_id: int, temperature: float, compute_entropy=False
+):
     """What GRPOTrainer._get_per_token_logps_and_entropies returns for TRL's batch (left-padded prompts
     then right-padded answers, `logits_to_keep` answer columns), computed over packed shared-prompt
     sequences: ([rows, logits_to_keep] log-probabilities, entropies or None), 0 past each answer's end.
-    `model` carries TRL's fused head (trl.trainer.utils.add_fused_lm_head)."""
+
+    The LM head runs only where an answer token is predicted (a pre-hook hands it those hidden states,
+    as koqa's SFT trainer does), and the log-softmax at `temperature` is taken over those rows: TRL's
+    fused head, off CUDA, projects every position of the sequence, the prompt's included."""
     width = input_ids.size(1) - logits_to_keep
     prompts = [ids[m.bool()].tolist() for ids, m in zip(input_ids[:, :width], attention_mask[:, :width])]
     answers = [ids[m.bool()].tolist() for ids, m in zip(input_ids[:, width:], attention_mask[:, width:])]
@@ -121,16 +131,33 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, p
     while hasattr(inner, "module"):  # DDP and the like
         inner = inner.module
     masks = model_attention_masks(inner.config, positions, padding, inner.get_input_embeddings().weight.dtype)
-    out = model(
-        input_ids=packed, attention_mask=masks, position_ids=positions, shift_labels=shift_labels, fused_lm_head=True
-    )
-    logps = out.log_probs.new_zeros((input_ids.size(0), logits_to_keep))
+    scored = shift_labels != -100
+    keep = scored.any(dim=0).nonzero().flatten()  # columns predicting an answer token in some sequence
+    pairs = scored[:, keep]
+    targets = shift_labels[:, keep][pairs]
+    hook = inner.get_output_embeddings().register_forward_pre_hook(lambda _m, args: (args[0][pairs], *args[1:]))
+    try:
+        out = model(
+            input_ids=packed, attention_mask=masks, position_ids=positions, logits_to_keep=keep, use_cache=False
+        )
+    finally:
+        hook.remove()
+    logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))  # [answer tokens, vocab]
+    log_probs = torch.log_softmax(logits / temperature, dim=-1)
+
+    def per_position(values):  # [answer tokens] -> [sequences, length]
+        kept = values.new_zeros(pairs.shape).masked_scatter(pairs, values)
+        return values.new_zeros(shift_labels.shape).index_copy(1, keep, kept)
+
+    chosen = per_position(log_probs.gather(-1, targets[:, None])[:, 0])
+    spread = per_position(-(log_probs.exp() * log_probs).sum(-1)) if compute_entropy else None
+    logps = chosen.new_zeros((input_ids.size(0), logits_to_keep))
     entropies = torch.zeros_like(logps) if compute_entropy else None
     for row, (g, start) in enumerate(where):
         k = len(answers[row])
-        logps[row, :k] = out.log_probs[g, start : start + k]
+        logps[row, :k] = chosen[g, start : start + k]
         if compute_entropy:
-            entropies[row, :k] = out.entropy[g, start : start + k]
+            entropies[row, :k] = spread[g, start : start + k]
     return logps, entropies
 
 
@@ -155,7 +182,13 @@ class KoqaGRPOTrainer(GRPOTrainer):
             )
         with self.accelerator.autocast():
             logps, entropies = shared_prompt_logps(
-                model, input_ids, attention_mask, logits_to_keep, self._tokenizer.pad_token_id, compute_entropy
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                self._tokenizer.pad_token_id,
+                self.temperature,
+                compute_entropy,
             )
         return logps, entropies, None
 
@@ -183,3 +216,49 @@ class KoqaGRPOTrainer(GRPOTrainer):
         finally:
             model.train(was_training)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
+class RewardDivergence(TrainerCallback):
+    """After each evaluation: did the mean training reward since the last one rise while validation F1
+    fell? After `patience` such evaluations in a row the run says so in one line, and with `stop` it
+    stops (saving a checkpoint; RUN/best/ keeps the adapter from before)."""
+
+    def __init__(self, patience: int, stop: bool):
+        self.patience, self.stop = patience, stop
+        self.rewards: list[float] = []
+        self.last: tuple[float, float] | None = None  # (mean reward, F1) at the last evaluation
+        self.first: tuple[float, float] | None = None  # where the current streak began
+        self.streak = 0
+        self.diverged = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "reward" in logs:
+            self.rewards.append(float(logs["reward"]))
+        if "eval_f1" not in logs or not self.rewards:
+            return
+        now = (sum(self.rewards) / len(self.rewards), float(logs["eval_f1"]))
+        self.rewards = []
+        if self.last is not None and now[0] > self.last[0] and now[1] < self.last[1]:
+            self.first = self.first if self.streak else self.last
+            self.streak += 1
+        else:
+            self.streak = 0
+        self.last = now
+        if self.streak >= self.patience and not self.diverged:
+            self.diverged = True
+            action = "stopping (stop_on_divergence: false goes on)" if self.stop else "going on (stop_on_divergence)"
+            log.warning(
+                "step %d: the mean reward rose from %.4f to %.4f while validation F1 fell from %.4f to %.4f over "
+                "%d evaluations: the reward is being gamed; %s",
+                state.global_step,
+                self.first[0],
+                now[0],
+                self.first[1],
+                now[1],
+                self.streak,
+                action,
+            )
+            if self.stop:
+                control.should_training_stop = True
+                control.should_save = True

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from koqa.atomic import write_json
 from koqa.errors import KoqaError
-from koqa.outputs import check_out
 from koqa.runs import RunFolder, RunInfo
 from koqa.train.build import RunSetup, build_trainer
 from koqa.train.methods import METHODS
@@ -35,11 +34,8 @@ VERSIONED = (
 
 def train(config: TrainConfig) -> dict:
     """Fine-tune `config.model` on `config.data` into the run folder `config.out`; returns the summary."""
-    run = RunFolder(config.out)
     inputs = [("--data", config.data), ("--validation", config.validation), ("--model", config.model)]
-    check_out(config.out, inputs, command="sft", may_hold_a_run=True)
-    if run.path.exists() and any(run.path.iterdir()) and not config.resume and run.holds_a_run():
-        raise KoqaError("run folder already holds a run", file=str(run), fix="pass --resume, or choose another --out")
+    run = RunFolder.claim(config.out, inputs, command="sft", resume=config.resume)
     started = time.perf_counter()
     from transformers import set_seed
 
@@ -129,6 +125,20 @@ def finish(summary: dict, trainer, tokenizer, run: RunFolder, config: TrainConfi
 
 def load_tokenizer(model_path: str, template, config: TrainConfig):
     """The model's tokenizer (padding with EOS where it has no pad token) and the prompt renderer."""
+    return training_renderer(
+        model_path,
+        template,
+        max_length=config.max_length,
+        max_answer_tokens=config.max_answer_tokens,
+        max_context_chars=config.max_context_chars,
+        no_answer=config.no_answer,
+    )
+
+
+def training_renderer(model_path: str, template, **lengths):
+    """(tokenizer, PromptRenderer) for training on `model_path` with `template`; `lengths` are the
+    renderer's max_length, max_answer_tokens, max_context_chars and no_answer. A tokenizer without a
+    pad token pads with EOS."""
     from transformers import AutoTokenizer
 
     from koqa.prompting import PromptRenderer
@@ -136,15 +146,7 @@ def load_tokenizer(model_path: str, template, config: TrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    renderer = PromptRenderer(
-        tokenizer,
-        template,
-        max_length=config.max_length,
-        max_answer_tokens=config.max_answer_tokens,
-        max_context_chars=config.max_context_chars,
-        no_answer=config.no_answer,
-    )
-    return tokenizer, renderer
+    return tokenizer, PromptRenderer(tokenizer, template, **lengths)
 
 
 def f1_evaluation(config: TrainConfig, run: RunFolder, tokenizer, validation: list, model_path: str):

@@ -1,0 +1,109 @@
+"""Equal CPU minutes after a supervised run: more `koqa sft`, or `koqa rl`?
+
+    .venv/bin/python bench/rl_quality.py [--minutes 10] [--out runs/rlq] [--eval-limit N]
+
+1. `koqa sft` with koqa/configs/korquad_hour.yaml for --minutes on the KorQuAD training articles
+   (the recipe's 10-minute run): the start.
+2. (a) that run continued with `koqa sft --resume` for --minutes more (its time budget raised by
+   --minutes), and (b) `koqa rl` from its final adapter for --minutes, on the same training
+   articles but the last 40 passages, whose questions are its held-out set (best/ and the
+   divergence stop are chosen on them: the evaluation articles stay unseen by every choice).
+3. The start, (a) and (b) answer all 1,287 evaluation-article questions (`koqa eval`), and `koqa
+   compare` sets each against the start and (b) against (a), with paired intervals; the error
+   classes that moved are counted from each evaluation's metrics.json.
+
+Run folders stay under --out; a finished step is not redone when the script runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Results, koqa_cli, prepared_korquad, read_json  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / "koqa" / "configs" / "korquad_hour.yaml"
+HELD_OUT_PASSAGES = 40
+
+
+def split_held_out(data: Path, out: Path) -> tuple[Path, Path]:
+    """The training questions but those of the last HELD_OUT_PASSAGES passages, and those."""
+    rl_train, rl_val = out / "rl-train.jsonl", out / "rl-validation.jsonl"
+    if not rl_val.is_file():
+        rows = [json.loads(line) for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+        passages = list(dict.fromkeys(row["context"] for row in rows))
+        held = set(passages[-HELD_OUT_PASSAGES:])
+        rl_train.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["context"] not in held)
+        )
+        rl_val.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["context"] in held))
+    return rl_train, rl_val
+
+
+def evaluate(run: Path, checkpoint: str, data: Path, out: Path, limit: int | None) -> Path:
+    if not (out / "metrics.json").is_file():
+        command = ["eval", "--data", str(data / "validation.jsonl"), "--adapter", str(run), "--out", str(out)]
+        koqa_cli(*command, "--checkpoint", checkpoint, *(["--limit", str(limit)] if limit else []))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--out", default="runs/rlq")
+    parser.add_argument("--eval-limit", type=int, default=None)
+    args = parser.parse_args()
+    from koqa.eval.compare import CompareConfig, compare
+
+    out = Path(args.out)
+    data = prepared_korquad(out)
+    start, more, rl = out / "sft", out / "sft-more", out / "rl"
+    recipe = ["--config", str(RECIPE), "--data", str(data)]
+    if not (start / "metrics.json").is_file():
+        koqa_cli("sft", *recipe, "--out", str(start), "--max-minutes", str(args.minutes))
+    if not (more / "metrics.json").is_file() or read_json(more / "metrics.json")["train_seconds"] < 90 * args.minutes:
+        if not more.exists():
+            shutil.copytree(start, more)
+        koqa_cli("sft", *recipe, "--out", str(more), "--max-minutes", str(2 * args.minutes), "--resume")
+    if not (rl / "metrics.json").is_file():
+        rl_train, rl_val = split_held_out(data, out)
+        koqa_cli(
+            "rl", "--adapter", str(start), "--checkpoint", "final", "--data", str(rl_train),
+            "--validation", str(rl_val), "--out", str(rl), "--max-minutes", str(args.minutes),
+            "--set", "eval_steps=10", "--set", "eval_limit=100",
+        )  # fmt: skip
+    evals = {
+        "start": evaluate(start, "final", data, out / "eval-sft", args.eval_limit),
+        "more sft": evaluate(more, "final", data, out / "eval-sft-more", args.eval_limit),
+        "rl": evaluate(rl, "best", data, out / "eval-rl", args.eval_limit),
+    }
+    against_start = compare(CompareConfig(runs=[str(p) for p in evals.values()], out=str(out / "compare")))
+    rl_vs_sft = compare(
+        CompareConfig(runs=[str(evals["more sft"]), str(evals["rl"])], out=str(out / "compare-rl-vs-sft"))
+    )
+    report = Results("rl_quality", f"Equal CPU minutes after a {args.minutes:g}-minute supervised run: more sft or rl")
+    rl_metrics = read_json(rl / "metrics.json")
+    print(
+        report.note(
+            f"`koqa rl`: {rl_metrics['global_step']} steps in {rl_metrics['train_seconds'] / 60:.1f} minutes, "
+            f"best validation F1 {rl_metrics['best']['eval_f1']:.4f} at step {rl_metrics['best']['step']} on "
+            f"{rl_metrics['best']['eval_questions']} held-out training-article questions"
+            + ("; it stopped on a reward that rose while F1 fell" if rl_metrics.get("diverged") else "")
+            + f". More `koqa sft`: {read_json(more / 'metrics.json')['train_seconds'] / 60:.1f} minutes in all."
+        )
+    )
+    print(report.note("Each against the start:\n\n" + against_start["markdown"]))
+    print(report.note("`koqa rl` against more `koqa sft`:\n\n" + rl_vs_sft["markdown"]))
+    classes = {name: read_json(path / "metrics.json").get("errors", {}) for name, path in evals.items()}
+    kinds = sorted({k for c in classes.values() for k in c})
+    rows = [[kind, *(classes[name].get(kind, 0) for name in evals)] for kind in kinds]
+    print(report.table(["error class", *evals], rows, title="Error classes (questions)"))
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
