@@ -97,7 +97,11 @@ def eval_page(records: Sequence, rows: Sequence[dict], metrics: dict, settings: 
                 "preds": [row["prediction"]],
                 "f1": [round(row["f1"], 4)],
                 "flag": bool(row.get("error")),
-                "tags": {"answer": [label], "qtype": [row.get("question_type") or "other"]},
+                "tags": {
+                    "answer": [label],
+                    "qtype": [row.get("question_type") or "other"],
+                    "atype": [row.get("answer_type") or "other"],
+                },
                 "notes": notes,
             }
         )
@@ -107,7 +111,11 @@ def eval_page(records: Sequence, rows: Sequence[dict], metrics: dict, settings: 
         "summary": summary_lines(metrics),
         "settings": {k: str(v) for k, v in settings.items()},
         "legend": [["gold", "gold answer"], ["p0", "prediction"], ["gold p0", "both"]],
-        "filters": [{"key": "answer", "label": "answer"}, {"key": "qtype", "label": "question type"}],
+        "filters": [
+            {"key": "answer", "label": "answer"},
+            {"key": "qtype", "label": "question type"},
+            {"key": "atype", "label": "answer type"},
+        ],
         "runs": ["prediction"],
         "passages": passages.texts(),
         "items": items,

@@ -320,6 +320,15 @@ def test_a_person_clicks_searches_and_steps_through_the_report(tmp_path, default
         assert [c[0] for c in shown(driver)] == [r["id"] for r in errors if r["error"] == kind]
     answer_group.find_element(By.CSS_SELECTOR, 'button.chip[data-value=""]').click()
     assert len(shown(driver)) == len(DACON_ROWS)
+    # and each answer type shows as many questions as metrics.json counts for it, its errors among them
+    by_type = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["by_answer_type"]
+    type_group = driver.find_element(By.CSS_SELECTOR, '#chips .group[data-key="atype"]')
+    for kind, stats in by_type.items():
+        type_group.find_element(By.CSS_SELECTOR, f'button.chip[data-value="{kind}"]').click()
+        ids = [c[0] for c in shown(driver)]
+        assert len(ids) == stats["n"] and {r["id"] for r in errors if r["answer_type"] == kind} <= set(ids)
+    assert sum(stats["n"] for stats in by_type.values()) == len(DACON_ROWS)
+    type_group.find_element(By.CSS_SELECTOR, 'button.chip[data-value=""]').click()
 
     # n and p step through the questions answered wrong, in the order shown
     wrong = [r[0] for r in DACON_ROWS if predicted[r[0]] != gold[r[0]]]
