@@ -74,7 +74,7 @@ def main() -> None:
         koqa_cli(
             "rl", "--adapter", str(start), "--checkpoint", "final", "--data", str(rl_train),
             "--validation", str(rl_val), "--out", str(rl), "--max-minutes", str(args.minutes),
-            "--set", "eval_steps=10", "--set", "eval_limit=100",
+            "--set", "eval_steps=4", "--set", "eval_limit=60",
         )  # fmt: skip
     evals = {
         "start": evaluate(start, "final", data, out / "eval-sft", args.eval_limit),
@@ -87,13 +87,19 @@ def main() -> None:
     )
     report = Results("rl_quality", f"Equal CPU minutes after a {args.minutes:g}-minute supervised run: more sft or rl")
     rl_metrics = read_json(rl / "metrics.json")
+    best = rl_metrics.get("best")
+    chosen = (
+        f"best validation F1 {best['eval_f1']:.4f} at step {best['step']} on {best['eval_questions']} held-out "
+        "training-article questions"
+        if best
+        else "no evaluation within the budget: the final adapter"
+    )
     print(
         report.note(
-            f"`koqa rl`: {rl_metrics['global_step']} steps in {rl_metrics['train_seconds'] / 60:.1f} minutes, "
-            f"best validation F1 {rl_metrics['best']['eval_f1']:.4f} at step {rl_metrics['best']['step']} on "
-            f"{rl_metrics['best']['eval_questions']} held-out training-article questions"
+            f"`koqa rl`: {rl_metrics['global_step']} steps in {rl_metrics['train_seconds'] / 60:.1f} minutes, {chosen}"
             + ("; it stopped on a reward that rose while F1 fell" if rl_metrics.get("diverged") else "")
             + f". More `koqa sft`: {read_json(more / 'metrics.json')['train_seconds'] / 60:.1f} minutes in all."
+            + (f" Scored on the first {args.eval_limit} evaluation questions." if args.eval_limit else "")
         )
     )
     print(report.note("Each against the start:\n\n" + against_start["markdown"]))
