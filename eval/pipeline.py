@@ -209,10 +209,10 @@ class Progress:
             self.bar.close()
 
 
-def answer_in_chunks(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
+def answer_in_chunks(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> int:
     """chunk_size questions at a time, each chunk's answers saved before the next (the transformers
-    backend, which generates a batch at a time anyway)."""
-    size = config.chunk_size or DEFAULT_CHUNK_SIZE
+    backend, which generates a batch at a time anyway). Returns the prompt tokens."""
+    size, prompt_tokens = config.chunk_size or DEFAULT_CHUNK_SIZE, 0
     for start in range(0, len(pending), size):
         chunk = pending[start : start + size]
         prompts = [prepared.renderer.render(r.context, r.question).ids for r in chunk]
@@ -221,13 +221,15 @@ def answer_in_chunks(generator, prepared, pending, params, config, answers: Answ
         raw = generator.generate(prompts, params)
         answers.append([(r.id, text) for r, text in zip(chunk, raw)])
         progress.update(len(chunk))
+        prompt_tokens += sum(map(len, prompts))
+    return prompt_tokens
 
 
-def answer_streaming(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> None:
+def answer_streaming(generator, prepared, pending, params, config, answers: AnswerLog, progress: Progress) -> int:
     """Every question in flight at once (vLLM), so that the device never waits on a chunk's last
     sequences. Finished answers are saved as they come, at most SAVE_EVERY seconds apart (a save is a
     write and an fsync; one per engine step would cost more than it keeps), and whatever is finished
-    is saved when generation stops for any reason but a kill."""
+    is saved when generation stops for any reason but a kill. Returns the prompt tokens."""
     prompts = [prepared.renderer.render(r.context, r.question).ids for r in pending]
     if config.span == "constrain":
         params.passages = [r.context for r in pending]
@@ -242,6 +244,7 @@ def answer_streaming(generator, prepared, pending, params, config, answers: Answ
     finally:
         if unsaved:
             answers.append(unsaved)
+    return sum(map(len, prompts))
 
 
 def generate_answers(prepared: PreparedEval, out: Path | None, config: EvalConfig, generator=None) -> dict:
@@ -254,7 +257,7 @@ def generate_answers(prepared: PreparedEval, out: Path | None, config: EvalConfi
     answers = AnswerLog(out / "generations.jsonl" if out is not None else None, prepared.fingerprint, asked)
     pending = [r for r in prepared.records if r.id not in answers.done]
     backend = generator.name if generator is not None else None
-    elapsed = 0.0
+    elapsed, prompt_tokens = 0.0, 0
     if pending:
         owned = generator is None
         if owned:
@@ -270,10 +273,8 @@ def generate_answers(prepared: PreparedEval, out: Path | None, config: EvalConfi
         started = time.perf_counter()
         progress = Progress(len(pending))
         try:
-            if generator.streams:
-                answer_streaming(generator, prepared, pending, params, config, answers, progress)
-            else:
-                answer_in_chunks(generator, prepared, pending, params, config, answers, progress)
+            answer = answer_streaming if generator.streams else answer_in_chunks
+            prompt_tokens = answer(generator, prepared, pending, params, config, answers, progress)
         finally:
             progress.close()
             if owned:
@@ -284,6 +285,7 @@ def generate_answers(prepared: PreparedEval, out: Path | None, config: EvalConfi
         "backend": backend,
         "generated": len(pending),
         "seconds": elapsed,
+        "prompt_tokens": prompt_tokens,
     }
 
 
@@ -297,6 +299,7 @@ class Answers:
     backend: str | None
     generated: int  # answers generated now (the rest came from the answer log)
     seconds: float
+    prompt_tokens: int  # of the prompts generated now
 
 
 def answer_questions(prepared: PreparedEval, config: EvalConfig, generator=None, out: Path | None = None) -> Answers:
@@ -318,5 +321,11 @@ def answer_questions(prepared: PreparedEval, config: EvalConfig, generator=None,
     if all(r.has_gold for r in prepared.records):
         _, metrics = score_questions(prepared.records, predictions, morphemes=config.morphemes)
     return Answers(
-        generated["raw"], predictions, metrics, generated["backend"], generated["generated"], generated["seconds"]
+        generated["raw"],
+        predictions,
+        metrics,
+        generated["backend"],
+        generated["generated"],
+        generated["seconds"],
+        generated["prompt_tokens"],
     )

@@ -1,0 +1,1 @@
+"""`koqa serve`: settings (config), requests (requests) and the server (app)."""
