@@ -55,6 +55,19 @@ def _print_sft(config, run) -> None:
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in run["validation"].items() if isinstance(v, float)))
 
 
+def _print_export(config, result) -> None:
+    size = f", {result['bytes'] / 2**20:.1f} MiB" if result.get("bytes") else ""
+    print(f"exported: {result['out']}/{result['file']}{size}")
+    check = result.get("check")
+    if check:
+        low, high = check["delta_f1_ci95"]
+        print(
+            f"check on {check['questions']} questions: F1 {check['f1']:.4f} against {check['f1_unexported']:.4f} "
+            f"unexported (ΔF1 {check['delta_f1']:+.4f} [{low:+.4f}, {high:+.4f}]), EM {check['exact_match']:.4f} "
+            f"against {check['exact_match_unexported']:.4f} ({result['out']}/check/compare/compare.md)"
+        )
+
+
 def _print_rl(config, run) -> None:
     print(f"adapter: {run['adapter']} ({run['global_step']} steps on {run['questions']} questions)")
     best = run.get("best")
@@ -161,6 +174,19 @@ COMMANDS: dict[str, Command] = {
         "koqa.eval.submission:SubmitConfig",
         "koqa.eval.submission:submit",
         _print_submit,
+    ),
+    "serve": Command(
+        "answer questions over HTTP with a run or model, as koqa eval answers them",
+        "koqa.serve.config:ServeConfig",
+        "koqa.serve.app:serve",
+        lambda config, result: print(f"koqa serve: stopped after {result['questions']} questions"),
+    ),
+    "export": Command(
+        "a run merged into its base as GGUF (llama.cpp, Ollama) or safetensors, scored again with --check",
+        "koqa.export.command:ExportConfig",
+        "koqa.export.command:export",
+        _print_export,
+        log_in_out=True,
     ),
     "merge": Command(
         "merge a LoRA adapter into the base model (for vLLM)", "koqa.merging:MergeConfig", "koqa.merging:merge"

@@ -7,15 +7,12 @@ and built once per adapter.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
-from koqa.atomic import write_json
+from koqa.atomic import atomic_folder, write_json
 from koqa.errors import KoqaError
-from koqa.outputs import check_out
-from koqa.runs import CHECKPOINTS, adapter_digest, is_lora, locate_adapter
+from koqa.outputs import check_out, own_output
+from koqa.runs import CHECKPOINTS, Adapter, adapter_digest, is_lora, locate_adapter
 from koqa.settings import setting
 
 MERGED_MARKER = "koqa_merged.json"  # in every folder koqa merge writes: the one kind of --out it replaces
@@ -31,42 +28,35 @@ class MergeConfig:
     model: str | None = setting(help="the base model (default: the run's)")
 
 
+def merged_model(adapter: Adapter | None, base_path: str, dtype):
+    """The base model at `dtype` with `adapter`'s LoRA weights folded in (the base alone without an
+    adapter); an adapter of another kind is refused before anything loads."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if adapter is not None and not is_lora(adapter.peft_type):
+        method = adapter.info.method if adapter.info else adapter.peft_type
+        raise KoqaError(f"only LoRA adapters can be merged; this run used {method}", file=adapter.dir)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    return model if adapter is None else PeftModel.from_pretrained(model, adapter.dir).merge_and_unload()
+
+
 def merge(config: MergeConfig) -> str:
     """Merge a LoRA adapter into its base model and save a plain HF folder (written beside, then renamed)."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from koqa.model_store import resolve_model
 
     check_out(config.out, [("--adapter", config.adapter), ("--model", config.model)], command="merge")
-    out = Path(config.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / MERGED_MARKER).is_file():
-        raise KoqaError(
-            "--out exists and is not a model koqa merge wrote: koqa merge replaces only its own output",
-            file=str(out),
-            field="out",
-            fix="choose a new folder, or remove this one yourself",
-        )
+    out = own_output(config.out, MERGED_MARKER, "a model koqa merge wrote", "merge")
     adapter = locate_adapter(config.adapter, config.checkpoint)
-    if not is_lora(adapter.peft_type):
-        method = adapter.info.method if adapter.info else adapter.peft_type
-        raise KoqaError(f"only LoRA adapters can be merged; this run used {method}", file=config.adapter)
     base_path = resolve_model(config.model or (adapter.info.model if adapter.info else None))
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, adapter.dir).merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
-        write_json(tmp / MERGED_MARKER, {"adapter": adapter.dir, "base_model": base_path})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    merged = merged_model(adapter, base_path, torch.bfloat16)
+    with atomic_folder(out) as work:
+        merged.save_pretrained(work, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base_path).save_pretrained(work)
+        write_json(work / MERGED_MARKER, {"adapter": adapter.dir, "base_model": base_path})
     return str(out)
 
 

@@ -35,7 +35,7 @@ def default_model_dir() -> Path:
     return koqa_home() / "models" / DEFAULT_MODEL
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -57,14 +57,16 @@ def verify_model_dir(path: Path, *, deep: bool = False) -> bool:
         file = path / name
         if not file.is_file() or file.stat().st_size != meta["size"]:
             return False
-        if deep and _sha256(file) != meta["sha256"]:
+        if deep and file_sha256(file) != meta["sha256"]:
             return False
     return bool(info.get("files"))
 
 
 def write_marker(folder: Path, **source: str) -> None:
     """The marker of a finished model folder: every file's size and checksum, and where it came from."""
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir()) if p.is_file()}
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(folder.iterdir()) if p.is_file()
+    }
     marker = {"version": _MARKER_VERSION, **source, "files": files}
     (folder / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
 

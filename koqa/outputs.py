@@ -78,3 +78,17 @@ def inside(parent: str | Path, child: str | Path, what: str) -> Path:
     if path == base or not path.is_relative_to(base):
         raise KoqaError(f"{what} '{child}' lies outside {parent}", field="out")
     return Path(child)
+
+
+def own_output(out: str | Path, marker: str, what: str, command: str) -> Path:
+    """`out` as a Path where it is absent, empty, or a folder `koqa {command}` wrote earlier (it holds
+    `marker`, the one kind of --out the command replaces whole); else a one-line refusal."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not (path / marker).is_file():
+        raise KoqaError(
+            f"--out exists and is not {what}: koqa {command} replaces only its own output",
+            file=str(path),
+            field="out",
+            fix="choose a new folder, or remove this one yourself",
+        )
+    return path

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package as a user installs it, not the checkout: builds the sdist and, from it, the wheel;
 # installs the wheel (not editable) into a fresh virtual environment outside the checkout; and runs
-# koqa from there: --help, preprocess of the demo data, a 2-step sft and an eval on a tiny model,
+# koqa from there: --help, preprocess of the demo data, a 2-step sft, an eval and an export on a tiny model,
 # score, and the import contract (lint-imports) over the installed modules.
 # The fresh environment borrows the heavy dependencies (torch, vLLM...) from .venv through a path
 # entry instead of downloading them again; koqa itself comes only from the wheel, which is checked.
@@ -36,6 +36,9 @@ python "$REPO/tests/tiny_model.py" tiny >/dev/null
 koqa sft --data data --out run --model tiny --max-steps 2 --set max_length=256 --set batch_size=2 \
   --set lora_r=4 --set validation_limit=0
 koqa eval --data data/validation.jsonl --adapter run --backend hf --limit 2 --out val
+koqa export --adapter run --model tiny --format hf --out exported >/dev/null
+test -f exported/model/model.safetensors && test -f exported/koqa_export.json
+koqa serve --help >/dev/null
 head -n 2 data/validation.jsonl >gold.jsonl
 koqa score --gold gold.jsonl --pred val/predictions.csv --out scored
 python - <<'PY'
