@@ -724,6 +724,78 @@ def guidance_cases() -> list[Case]:
     ]
 
 
+def serve_export_cases() -> list[Case]:
+    """koqa serve's settings (its requests have their own tests, tests/test_serve.py) and koqa export's
+    outputs, settings and inputs."""
+    export = ["export", "--adapter", "{d}/run"]
+    serve = ["serve", "--port", "0", "--model", "{d}/none"]
+    return [
+        Case("data loss", "export --out the run", [*export, "--out", "{d}/run"], setup="run", says="is the"),
+        Case("data loss", "export --out inside the run", [*export, "--out", "{d}/run/x"], setup="run", says="inside"),
+        Case(
+            "data loss",
+            "export --out a user's folder",
+            [*export, "--format", "hf", "--out", "{d}/mine"],
+            setup="run",
+            files={"mine/keep.txt": "a user's own file"},
+            says="not a folder koqa export wrote",
+        ),
+        Case(
+            "data loss",
+            "export --out the --check data's folder",
+            [*export, "--format", "hf", "--check", "{d}/data/train.csv", "--out", "{d}/data"],
+            setup="run",
+            files={"data/train.csv": csv_text()},
+            says="contains",
+        ),
+        Case(
+            "setting not honoured",
+            "export --format hf with --quant",
+            [*export, "--format", "hf", "--quant", "q4_0", "--out", "{d}/o"],
+            setup="run",
+            says="quant",
+        ),
+        Case(
+            "setting not honoured",
+            "export --limit without --check",
+            [*export, "--limit", "5", "--out", "{d}/o"],
+            setup="run",
+            says="limit",
+        ),  # fmt: skip
+        Case(
+            "setting not honoured",
+            "export gguf of a Gemma 3 with another layer pattern",
+            [*export, "--out", "{d}/o"],
+            setup="run",
+            says="every-sixth pattern",
+        ),
+        Case(
+            "setting not honoured",
+            "export --format hf writes the merged model",
+            [*export, "--format", "hf", "--out", "{d}/o"],
+            setup="run",
+            expect="ok",
+            out="o",
+            check=lambda d: None if (d / "o" / "model" / "model.safetensors").is_file() else "no merged model",
+        ),
+        Case("setting not honoured", "serve --port 70000", [*serve, "--port", "70000"], says="port"),
+        Case("setting not honoured", "serve on 0.0.0.0 without a token", [*serve, "--host", "0.0.0.0"], says="host"),
+        Case("setting not honoured", "serve --set max_batch=0", [*serve, "--set", "max_batch=0"], says="max_batch"),
+        Case("secret echoed", "serve: token as a --set key", [*serve, "--set", f"{SECRET}=1"]),
+        Case(
+            "secret echoed", "export: token as --model", [*export, "--model", SECRET, "--out", "{d}/o"], setup="run"
+        ),  # fmt: skip
+        Case(
+            "traceback",
+            "export of a run with truncated weights",
+            [*export, "--format", "hf", "--out", "{d}/o"],
+            setup="run+truncated",
+            says="adapter",
+        ),
+        Case("traceback", "serve a folder that is not a model", ["serve", "--port", "0", "--model", "{d}"]),
+    ]
+
+
 CASES = [
     *data_loss_cases(),
     *silent_cases(),
@@ -731,6 +803,7 @@ CASES = [
     *secret_cases(),
     *traceback_cases(),
     *guidance_cases(),
+    *serve_export_cases(),
 ]
 
 
