@@ -65,6 +65,8 @@ BACKENDS = {
     "vllm": "koqa.eval.vllm_backend:VLLMGenerator",
 }
 BACKEND_CHOICES = ("auto", *BACKENDS)
+# the same engines driven from an event loop, one prompt at a time (`koqa serve`)
+ASYNC_BACKENDS = {"vllm": "koqa.eval.vllm_backend:AsyncVLLMGenerator"}
 
 
 def vllm_available() -> bool:
@@ -111,9 +113,11 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def load_generator(name: str, model: str, adapter: str | None = None, **options) -> Generator:
-    """Backend `name` loaded for `model` (and `adapter`); an option the backend does not take is refused."""
-    module_name, cls_name = BACKENDS[name].split(":")
+def load_generator(name: str, model: str, adapter: str | None = None, asynchronous: bool = False, **options):
+    """Backend `name` loaded for `model` (and `adapter`); an option the backend does not take is refused.
+    `asynchronous`: its async engine where it has one (ASYNC_BACKENDS), else the backend as it is."""
+    path = ASYNC_BACKENDS.get(name, BACKENDS[name]) if asynchronous else BACKENDS[name]
+    module_name, cls_name = path.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "adapter"}
     unknown = sorted(set(options) - accepted)

@@ -161,9 +161,10 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
     return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length, max_new_tokens)
 
 
-def open_generator(prepared: PreparedEval, config: EvalConfig):
+def open_generator(prepared: PreparedEval, config: EvalConfig, asynchronous: bool = False):
     """The backend `config.backend` picks for this adapter, loaded; the caller closes it. A setting the
-    chosen backend would not honour is refused here, before it loads."""
+    chosen backend would not honour is refused here, before it loads. `asynchronous`: vLLM as its
+    async engine (`koqa serve`; the transformers backend has none and is loaded as it is)."""
     backend = choose_backend(config.backend, prepared.adapter.peft_type if prepared.adapter else None)
     raise_problems(backend_problems(config, backend))
     options = {}
@@ -176,7 +177,9 @@ def open_generator(prepared: PreparedEval, config: EvalConfig):
         for key in ("tensor_parallel_size", "pipeline_parallel_size"):
             if getattr(config, key) > 1:
                 options[key] = getattr(config, key)
-    return load_generator(backend, prepared.model, prepared.adapter_dir, dtype=config.dtype, **options)
+    return load_generator(
+        backend, prepared.model, prepared.adapter_dir, asynchronous=asynchronous, dtype=config.dtype, **options
+    )
 
 
 class Progress:

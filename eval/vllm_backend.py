@@ -64,8 +64,6 @@ class VLLMGenerator:
 
             log.info("serving the LoRA adapter merged into the base model (faster than LoRA kernels on CPU)")
             model, adapter = cached_merged_model(adapter, model), None
-        from vllm import LLM
-
         kwargs = dict(
             model=model,
             tokenizer=model,
@@ -99,13 +97,18 @@ class VLLMGenerator:
 
         with quiet_descriptors():  # the engine's processes write to koqa.log from their start
             try:
-                self.llm = LLM(**kwargs)
+                self._start(kwargs)
             except ValueError as exc:  # vLLM's checks of the model and settings (pydantic's included)
                 raise KoqaError(
                     f"vLLM will not load this model so: {engine_refusal(exc)}",
                     file=str(model),
                     fix="change the setting it names, or pass --backend hf",
                 ) from None
+
+    def _start(self, kwargs: dict) -> None:
+        from vllm import LLM
+
+        self.llm = LLM(**kwargs)
 
     @staticmethod
     def _requests(prompts: Sequence[list[int]], params: GenerationParams):
@@ -214,6 +217,43 @@ class VLLMGenerator:
         """Stop the engine's worker processes now. Dropping the object leaves them running (and, on a
         CPU, spinning) until the interpreter exits, which slows whatever runs next in this process."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+class AsyncVLLMGenerator(VLLMGenerator):
+    """vLLM's async engine (`AsyncLLM`), loaded as `VLLMGenerator` loads its engine; what `koqa serve`
+    runs. `answer` takes one prompt at a time from a running event loop and the engine's scheduler
+    batches it with every other request in flight; the batch methods are not available on it."""
+
+    streams = False
+
+    def _start(self, kwargs: dict) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=True))
+
+    async def answer(self, prompt: list[int], params: GenerationParams, passage: str | None = None) -> tuple[str, int]:
+        """The async engine's answer to one prompt (cut at the first stop string) and the tokens it
+        generated. Cancelling the call aborts the request in the engine."""
+        one = GenerationParams(params.max_new_tokens, params.batch_size, params.stop, [passage] if passage else None)
+        (request,), sampling = self._requests([prompt], one)
+        sampling = sampling[0] if isinstance(sampling, list) else sampling
+        self.streamed += 1
+        final = None
+        async for output in self.engine.generate(
+            request, sampling, f"koqa-{self.streamed}", lora_request=self.lora_request
+        ):
+            final = output
+        completion = final.outputs[0]
+        return cut_at_stop(completion.text, params.stop), len(completion.token_ids)
+
+    def generate(self, prompts, params):
+        raise NotImplementedError("the async engine answers one prompt at a time: use answer()")
+
+    generate_stream = score = generate
+
+    def close(self) -> None:
+        self.engine.shutdown()
 
 
 def engine_refusal(exc: ValueError) -> str:

@@ -781,6 +781,12 @@ def serve_export_cases() -> list[Case]:
         Case("setting not honoured", "serve --port 70000", [*serve, "--port", "70000"], says="port"),
         Case("setting not honoured", "serve on 0.0.0.0 without a token", [*serve, "--host", "0.0.0.0"], says="host"),
         Case("setting not honoured", "serve --set max_batch=0", [*serve, "--set", "max_batch=0"], says="max_batch"),
+        Case(
+            "setting not honoured",
+            "serve --backend vllm with the batcher's max_batch",
+            [*serve, "--backend", "vllm", "--set", "max_batch=8"],
+            says="max_batch",
+        ),
         Case("secret echoed", "serve: token as a --set key", [*serve, "--set", f"{SECRET}=1"]),
         Case(
             "secret echoed", "export: token as --model", [*export, "--model", SECRET, "--out", "{d}/o"], setup="run"

@@ -89,25 +89,55 @@ def _eval_answers(tmp_path, data, run, *extra) -> dict:
 SETTINGS = ("--backend", "hf", "--dtype", "float32", "--span", "constrain")
 
 
+def _check_one_batch(server: Server, expected: dict) -> None:
+    """The questions as koqa eval asked them (one batch, same order): the same answers, byte for byte,
+    and offsets that point at them."""
+    batch = server.post({"questions": _questions()})
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["answers"]
+    assert {a["id"]: a["answer"] for a in answers} == expected
+    for asked, got in zip(_questions(), answers):
+        assert got["in_passage"] and asked["context"][got["start"] : got["end"]] == got["answer"]
+
+
+def _send_and_go(server: Server, body: dict) -> None:
+    """Send a whole request, go away once the server is answering it, and wait until it no longer is."""
+    sent = json.dumps(body, ensure_ascii=False).encode()
+    head = f"POST /answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(sent)}\r\n"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in server.headers.items())
+
+    def health():
+        return httpx.get(server.url + "/health").json()
+
+    deadline = time.monotonic() + 60
+    with socket.create_connection(("127.0.0.1", server.port)) as gone:
+        gone.sendall((head + auth + "\r\n").encode() + sent)
+        while health()["in_flight"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    while health()["in_flight"] or health()["queue"]:
+        assert time.monotonic() < deadline, "the questions of a client that went away were still answered"
+        time.sleep(0.05)
+
+
+def _from_64_clients(server: Server, requests: int) -> list[tuple[str, httpx.Response]]:
+    """`requests` one-question requests from 64 clients at once, as (question id, reply)."""
+
+    def one(i):
+        asked = _questions()[i % len(DACON_ROWS)]
+        return asked["id"], server.post({"context": asked["context"], "question": asked["question"]})
+
+    with ThreadPoolExecutor(64) as pool:
+        return list(pool.map(one, range(requests)))
+
+
 def test_served_answers_equal_koqa_eval_and_hostile_requests_leave_it_serving(tmp_path, tiny_run, dacon_test):
     expected = _eval_answers(tmp_path, dacon_test, tiny_run, *SETTINGS)
     server = Server(tmp_path, "--adapter", str(tiny_run), *SETTINGS, "--set", "max_body_bytes=1000000")
     try:
-        # the questions as koqa eval asked them (one batch, same order): the same answers, byte for byte
-        batch = server.post({"questions": _questions()})
-        assert batch.status_code == 200, batch.text
-        answers = batch.json()["answers"]
-        assert {a["id"]: a["answer"] for a in answers} == expected
-        for asked, got in zip(_questions(), answers):
-            assert got["in_passage"] and asked["context"][got["start"] : got["end"]] == got["answer"]
-
+        _check_one_batch(server, expected)
         # 64 clients at once, each question many times: batched with others, the answers stay the same
-        def one(i):
-            asked = _questions()[i % len(DACON_ROWS)]
-            return asked["id"], server.post({"context": asked["context"], "question": asked["question"]})
-
-        with ThreadPoolExecutor(64) as pool:
-            replies = list(pool.map(one, range(128)))
+        replies = _from_64_clients(server, 128)
         assert all(r.status_code == 200 for _, r in replies)
         assert all(r.json()["answer"] == expected[qid] for qid, r in replies)
 
@@ -170,9 +200,43 @@ def test_served_answers_equal_koqa_eval_and_hostile_requests_leave_it_serving(tm
     assert TOKEN not in server.logs()
 
 
+@pytest.mark.vllm
+def test_vllm_async_engine_serves_koqa_evals_answers(tmp_path, tiny_run, dacon_test):
+    pytest.importorskip("vllm")
+    settings = ("--backend", "vllm", "--dtype", "float32", "--span", "constrain")
+    expected = _eval_answers(tmp_path, dacon_test, tiny_run, *settings)
+    server = Server(tmp_path, "--adapter", str(tiny_run), *settings, "--set", "max_queue=16")
+    try:
+        assert httpx.get(server.url + "/health").json()["backend"] == "vllm"
+        _check_one_batch(server, expected)
+        replies = _from_64_clients(server, 64)  # at most 16 questions in the engine: some get 503
+        answered = [(qid, r) for qid, r in replies if r.status_code == 200]
+        assert answered and all(r.json()["answer"] == expected[qid] for qid, r in answered)
+        assert {r.status_code for _, r in replies} <= {200, 503}
+        assert all(r.headers["retry-after"] for _, r in replies if r.status_code == 503)
+        _send_and_go(server, {"questions": _questions() * 2})  # aborted in the engine, or answered first
+        assert server.post(_questions()[0]).json()["answer"] == expected[_questions()[0]["id"]]
+        too_many = server.post({"questions": _questions() * 3})  # 18 questions > max_queue 16
+        assert too_many.status_code == 503 and too_many.json()["field"] is None
+        assert httpx.get(server.url + "/health").json()["queue"] == 0
+        metrics = httpx.get(server.url + "/metrics", headers=server.headers).text
+        counted = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+        assert len(DACON_ROWS) + len(answered) + 1 <= float(counted["koqa_questions_total"])
+    finally:
+        assert server.stop() == 0, server.logs()
+
+
 def test_sigterm_finishes_the_requests_in_flight_and_refuses_new_ones(tmp_path, tiny_model_dir):
     server = Server(tmp_path, "--model", str(tiny_model_dir), "--backend", "hf", "--set", "max_batch=4", token=None)
     many = {"questions": _questions() * 20}  # 120 questions, 4 at a time: seconds of work
+
+    # a client that sends a whole request and goes away: its questions leave the queue unanswered
+    _send_and_go(server, many)
+    metrics = httpx.get(server.url + "/metrics").text
+    counted = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(counted["koqa_questions_total"]) < 120
+    assert counted['koqa_requests_total{path="/answer",status="499"}'] == "1.0"
+
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(server.post, many)
         deadline = time.monotonic() + 60
@@ -187,7 +251,7 @@ def test_sigterm_finishes_the_requests_in_flight_and_refuses_new_ones(tmp_path, 
         reply = in_flight.result(timeout=120)
     assert reply.status_code == 200 and len(reply.json()["answers"]) == 120
     assert server.proc.wait(timeout=60) == 0, server.logs()
-    assert "stopped after 120 questions" in server.logs()
+    assert "stopped after 240 questions" in server.logs()  # asked: the 120 of the client that went away too
 
 
 @pytest.mark.parametrize(
@@ -200,6 +264,9 @@ def test_sigterm_finishes_the_requests_in_flight_and_refuses_new_ones(tmp_path, 
         (["--set", "max_batch=64", "--set", "max_queue=8"], {}, "max_batch"),
         (["--batch-wait-ms", "-1"], {}, "batch_wait_ms"),
         (["--backend", "hf", "--set", "vllm_compile=true"], {}, "vllm_compile"),
+        (["--backend", "vllm", "--set", "max_batch=8"], {}, "max_batch"),
+        (["--backend", "vllm", "--batch-wait-ms", "0"], {}, "batch_wait_ms"),
+        (["--backend", "vllm", "--batch-size", "8"], {}, "batch_size"),
         ([], {"KOQA_SERVE_TOKEN": ""}, "token_env"),
     ],
 )
@@ -271,7 +338,7 @@ def test_a_failing_model_is_a_json_500_and_the_server_keeps_serving():
     from koqa.serve.app import build_app
 
     class FailsOnce:  # a model that fails on its first batch (out of memory, say), then answers
-        backend, calls = "test", 0
+        backend, calls, asynchronous = "test", 0, False
 
         def answer(self, records):
             self.calls += 1

@@ -5,15 +5,19 @@
     GET  /health   {"status": "ok" | "draining", ...}
     GET  /metrics  Prometheus text: requests, latency, queue depth, questions and tokens
 
-Every answer goes through the evaluation core (koqa.eval.pipeline.answer_questions) with the run's
-template, lengths, post-processing and `--span` mode, so a served answer equals `koqa eval`'s answer
-to the same question. Requests that arrive together are answered together: a batcher gathers the
-waiting questions (up to `max_batch` of them, waiting at most `batch_wait_ms` for a batch to fill)
-and generates them in one call on one worker thread, which owns the model.
+Every answer is rendered and post-processed by the evaluation core (koqa.eval.pipeline) with the
+run's template, lengths, post-processing and `--span` mode, so a served answer equals `koqa eval`'s
+answer to the same question. With vLLM, the engine is vLLM's async engine: each question goes to it as it
+arrives and its scheduler batches it with every question in flight (`EngineFeed`). With the
+transformers backend, a batcher gathers the waiting questions (up to `max_batch` of them, waiting at
+most `batch_wait_ms` for a batch to fill) and generates them in one call on one worker thread, which
+owns the model (`Batcher`).
 
 Bad requests get a 4xx with one JSON error naming the field, and the server keeps serving; a full
-queue gets 503 with Retry-After. SIGTERM (or Ctrl-C) drains: new requests get 503, requests in flight
-finish, then the server stops (a second signal stops it at once).
+queue gets 503 with Retry-After. A request whose client goes away before its answer is cancelled: its
+questions leave the queue or are aborted in the engine (status 499 in /metrics). SIGTERM (or Ctrl-C)
+drains: new requests get 503, requests in flight finish, then the server stops (a second signal stops
+it at once).
 """
 
 import asyncio
@@ -28,23 +32,47 @@ from dataclasses import replace
 
 from koqa.data_tools.records import QARecord
 from koqa.errors import KoqaError
-from koqa.serve.config import ServeConfig
+from koqa.serve.config import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, ServeConfig
+from koqa.serve.counters import CountRequests, Metrics
 from koqa.serve.requests import RequestError, authorised, locate, read_body, read_questions
 
 log = logging.getLogger(__name__)
 
 
 class Answerer:
-    """The model, loaded once, answering lists of records through the evaluation core. Every call runs
-    on one worker thread (the backends are not thread-safe)."""
+    """The model, loaded once. On the transformers backend it answers lists of records through the
+    evaluation core, each call on one worker thread (the backend is not thread-safe); on vLLM's async
+    engine it answers one record at a time from the event loop, rendering and post-processing it as
+    the evaluation core does."""
 
     def __init__(self, config: ServeConfig):
+        from koqa.data_tools.normalize import build_normalizer
+        from koqa.eval.backends import GenerationParams, choose_backend
         from koqa.eval.pipeline import open_generator, prepare_eval
+        from koqa.settings import raise_problems
 
         self.config = config.eval_config()
         self.prepared = prepare_eval([], self.config, config.adapter)
-        self.generator = open_generator(self.prepared, self.config)
+        adapter = self.prepared.adapter
+        backend = choose_backend(config.backend, adapter.peft_type if adapter else None)
+        raise_problems(config.unhonoured(backend))  # what `auto` chose, checked before it loads
+        self.asynchronous = backend == "vllm"
+        self.generator = open_generator(self.prepared, self.config, asynchronous=self.asynchronous)
         self.backend = self.generator.name
+        self.params = GenerationParams(self.prepared.max_new_tokens)
+        self.normalize = build_normalizer(self.config.answer_normalization)
+
+    async def answer_one(self, record: QARecord) -> tuple[dict, int, int]:
+        """vLLM's async engine: the answer to `record`, located in its passage, and its prompt and
+        answer tokens."""
+        from koqa.eval.pipeline import postprocess
+
+        prompt = self.prepared.renderer.render(record.context, record.question).ids
+        passage = record.context if self.config.span == "constrain" else None
+        text, answer_tokens = await self.generator.answer(prompt, self.params, passage)
+        no_answer = self.prepared.renderer.no_answer
+        prediction = postprocess(text, record.context, self.normalize, self.config.span, no_answer)
+        return {**locate(prediction, record.context), "generated": text}, len(prompt), answer_tokens
 
     def answer(self, records: list[QARecord]) -> tuple[list[dict], int, int]:
         """The answers to `records`, located in their passages, and the batch's prompt and answer tokens
@@ -62,39 +90,37 @@ class Answerer:
         self.generator.close()
 
 
-class Metrics:
-    """The /metrics counters, in a registry of their own (one per server)."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("koqa_requests", "HTTP requests", ["path", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "koqa_request_seconds",
-            "time from a request's arrival to its response",
-            ["path"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120),
-            registry=self.registry,
-        )
-        self.queue = Gauge("koqa_queue_questions", "questions waiting for a batch", registry=self.registry)
-        self.in_flight = Gauge("koqa_in_flight_requests", "requests being answered", registry=self.registry)
-        self.questions = Counter("koqa_questions", "questions answered", registry=self.registry)
-        self.batches = Histogram(
-            "koqa_batch_questions", "questions a generation call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=self.registry,
-        )  # fmt: skip
-        self.prompt_tokens = Counter("koqa_prompt_tokens", "prompt tokens", registry=self.registry)
-        self.answer_tokens = Counter("koqa_answer_tokens", "generated answer tokens", registry=self.registry)
-
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-
 class Busy(Exception):
     pass
+
+
+class EngineFeed:
+    """vLLM's async engine: every question goes to the engine as it arrives, and the engine's
+    scheduler batches it with the questions in flight (no waiting for a batch to fill). At most
+    `max_queue` questions are in the engine; a request that would pass that gets 503. A request whose
+    client goes away is cancelled, and the engine aborts its questions."""
+
+    def __init__(self, answerer: Answerer, config: ServeConfig, metrics: Metrics):
+        self.answerer, self.config, self.metrics = answerer, config, metrics
+        self.depth = 0  # questions in the engine
+
+    async def submit(self, records: list[QARecord]) -> list[dict]:
+        if self.depth + len(records) > self.config.max_queue:
+            raise Busy
+        self.depth += len(records)
+        self.metrics.queue.set(self.depth)
+        try:
+            results = await asyncio.gather(*(self.answerer.answer_one(r) for r in records))
+        finally:
+            self.depth -= len(records)
+            self.metrics.queue.set(self.depth)
+        self.metrics.questions.inc(len(records))
+        self.metrics.prompt_tokens.inc(sum(prompt for _, prompt, _ in results))
+        self.metrics.answer_tokens.inc(sum(answer for _, _, answer in results))
+        return [answer for answer, _, _ in results]
+
+    async def run(self) -> None:  # the engine runs itself
+        return None
 
 
 class Batcher:
@@ -103,8 +129,14 @@ class Batcher:
 
     def __init__(self, answerer: Answerer, config: ServeConfig, metrics: Metrics, executor: ThreadPoolExecutor):
         self.answerer, self.config, self.metrics, self.executor = answerer, config, metrics, executor
+        self.max_batch = min(config.max_batch or DEFAULT_MAX_BATCH, config.max_queue)
+        self.wait_s = (DEFAULT_BATCH_WAIT_MS if config.batch_wait_ms is None else config.batch_wait_ms) / 1000
         self.pending: deque = deque()
         self.wake = asyncio.Event()
+
+    @property
+    def depth(self) -> int:
+        return len(self.pending)
 
     async def submit(self, records: list[QARecord]) -> list[dict]:
         if len(self.pending) + len(records) > self.config.max_queue:
@@ -118,7 +150,7 @@ class Batcher:
 
     def _take(self) -> list:
         batch = []
-        while self.pending and len(batch) < self.config.max_batch:
+        while self.pending and len(batch) < self.max_batch:
             record, future = self.pending.popleft()
             if not future.done():  # a client that went away: its questions are not answered
                 batch.append((record, future))
@@ -129,8 +161,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             await self.wake.wait()
-            if len(self.pending) < self.config.max_batch and self.config.batch_wait_ms:
-                await asyncio.sleep(self.config.batch_wait_ms / 1000)
+            if len(self.pending) < self.max_batch and self.wait_s:
+                await asyncio.sleep(self.wait_s)
             batch = self._take()
             if not self.pending:
                 self.wake.clear()
@@ -158,6 +190,26 @@ class Batcher:
         return answers
 
 
+class ClientGone(Exception):
+    pass
+
+
+DISCONNECT_POLL_S = 0.25
+
+
+async def _unless_gone(request, work):
+    """`work` awaited, unless the client goes away first: then it is cancelled (its questions leave
+    the batcher's queue, or are aborted in the vLLM engine) and ClientGone is raised."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise ClientGone
+
+
 class State:
     """What the endpoints share: draining or not, requests in flight, the question counter."""
 
@@ -176,7 +228,10 @@ def build_app(config: ServeConfig, answerer, token: str | None):
 
     metrics, state = Metrics(), State()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="koqa-model")
-    batcher = Batcher(answerer, config, metrics, executor)
+    if answerer.asynchronous:
+        batcher = EngineFeed(answerer, config, metrics)
+    else:
+        batcher = Batcher(answerer, config, metrics, executor)
 
     async def lifespan(app):
         task = asyncio.create_task(batcher.run())
@@ -196,14 +251,7 @@ def build_app(config: ServeConfig, answerer, token: str | None):
     async def http_error(request, exc):  # unknown paths and methods: the same JSON shape
         return JSONResponse({"error": str(exc.detail), "field": None}, status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path if request.url.path in ("/answer", "/health", "/metrics") else "other"
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.post("/answer")
     async def answer(request: Request):
@@ -218,7 +266,9 @@ def build_app(config: ServeConfig, answerer, token: str | None):
             records, ids, batch = read_questions(body, config, state.next_id)
             state.next_id += len(records)
             try:
-                answers = await batcher.submit(records)
+                answers = await _unless_gone(request, batcher.submit(records))
+            except ClientGone:
+                return Response(status_code=499)  # nobody reads it; counted in the metrics as such
             except Busy:
                 raise RequestError(503, f"the queue is full (max_queue {config.max_queue} questions)") from None
             except Exception:  # the model failed on the batch (logged there): said in JSON, not an HTML 500
@@ -239,7 +289,7 @@ def build_app(config: ServeConfig, answerer, token: str | None):
             "status": "draining" if state.draining else "ok",
             "backend": answerer.backend,
             "in_flight": state.in_flight,
-            "queue": len(batcher.pending),
+            "queue": batcher.depth,
             "uptime_s": round(time.time() - state.started, 1),
         }
 

@@ -12,6 +12,9 @@ from koqa.runtime import DTYPES
 from koqa.settings import NON_NEGATIVE, POSITIVE, Rule, setting
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# the transformers backend's batcher; vLLM's async engine schedules every question as it arrives
+DEFAULT_MAX_BATCH = 64
+DEFAULT_BATCH_WAIT_MS = 5.0
 
 
 PORT: Rule = ("a port number from 0 (any free port) to 65535", lambda v: 0 <= v <= 65535)
@@ -44,13 +47,20 @@ class ServeConfig:
     batch_size: int | None = setting(
         help="transformers backend: questions a forward pass (default 16)", check=POSITIVE
     )
-    max_batch: int = setting(64, help="questions generated in one call at most", check=POSITIVE)
-    batch_wait_ms: float = setting(
-        5.0,
-        help="how long a question may wait for others to fill its batch",
+    max_batch: int | None = setting(
+        help=f"transformers backend: questions generated in one call at most (default {DEFAULT_MAX_BATCH})",
+        check=POSITIVE,
+    )
+    batch_wait_ms: float | None = setting(
+        help="transformers backend: how long a question may wait for others to fill its batch "
+        f"(default {DEFAULT_BATCH_WAIT_MS:g})",
         check=NON_NEGATIVE,
     )
-    max_queue: int = setting(1024, help="questions waiting at most; beyond, requests get 503", check=POSITIVE)
+    max_queue: int = setting(
+        1024,
+        help="questions waiting (transformers) or in the engine (vLLM) at most; beyond, requests get 503",
+        check=POSITIVE,
+    )
     max_body_bytes: int = setting(4_000_000, help="largest request body accepted", check=POSITIVE)
     max_questions: int = setting(256, help="questions in one request at most", check=POSITIVE)
     max_context_chars: int = setting(20_000, help="longest context accepted, in characters", check=POSITIVE)
@@ -76,10 +86,22 @@ class ServeConfig:
             dtype=self.dtype,
         )
 
+    def unhonoured(self, backend: str) -> list[tuple[str, str]]:
+        """The settings `backend` would not honour, each (field, why): checked for an explicit
+        --backend when the settings are read, and again once `auto` has chosen one."""
+        found = backend_problems(self.eval_config(), backend)
+        if backend == "vllm":
+            for key in ("max_batch", "batch_wait_ms"):
+                if getattr(self, key) is not None:
+                    found.append(
+                        (key, f"{key} is a transformers (hf) setting; vLLM's async engine schedules every question")
+                    )
+        return found
+
     def problems(self) -> list[tuple[str, str]]:
         found = []
         if self.backend != "auto":
-            found += backend_problems(self.eval_config(), self.backend)
+            found += self.unhonoured(self.backend)
         if self.host not in LOOPBACK and not os.environ.get(self.token_env):
             found.append(
                 (
@@ -87,6 +109,6 @@ class ServeConfig:
                     f"listening on {self.host} without a bearer token; set {self.token_env} first, or keep 127.0.0.1",
                 )
             )
-        if self.max_batch > self.max_queue:
+        if self.max_batch is not None and self.max_batch > self.max_queue:
             found.append(("max_batch", "is larger than max_queue, so a batch could never fill"))
         return found
