@@ -82,14 +82,22 @@ def budget_callbacks(clock: TrainingClock) -> list:
     from transformers import TrainerCallback
 
     class TimeBudget(TrainerCallback):
-        """Start the clock with training, stop (and save) when the budget is spent, and keep the
-        clock in every checkpoint so that --resume continues the same budget."""
+        """Start the clock with training, stop (and save) at the end of the last step that fits the
+        budget (a step is not begun when the time left is shorter than the step just taken: with
+        `koqa rl`'s long steps, beginning one more would overrun the budget by most of a step), and
+        keep the clock in every checkpoint so that --resume continues the same budget."""
+
+        step_started: float | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             clock.start()
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.step_started = time.perf_counter()
+
         def on_step_end(self, args, state, control, **kwargs):
-            if clock.spent():
+            took = time.perf_counter() - self.step_started if self.step_started is not None else 0.0
+            if clock.spent() or (clock.budget and clock.elapsed() + took > clock.budget):
                 control.should_training_stop = True
                 control.should_save = True
 

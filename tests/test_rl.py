@@ -133,6 +133,13 @@ def test_the_reward_terms_are_the_leaderboard_and_honest_answers():
     assert f1(None, ["없음", "3.25%"], **none) == [1.0, 0.0]
     assert grounded(None, ["없음", "3.25%"], **none) == [1.0, 0.0]
     assert length(None, ["없음", "3.25%"], **none) == [0.0, -1.0]
+    # the three terms of a step read each answer once (the answer normaliser can analyse morphemes)
+    counted = AnswerReader(read.normalize, "없음")
+    calls = []
+    counted.normalize = lambda text: calls.append(text) or read.normalize(text)
+    for term in reward_functions(counted):
+        term(None, completions, **columns)
+    assert len(calls) == len(set(completions))
 
 
 def test_the_run_says_when_reward_and_validation_f1_part():

@@ -36,6 +36,27 @@ def test_clock_continues_from_a_checkpoint(tmp_path):
     assert TrainingClock(1e-9, already_trained=1.0).spent()
 
 
+def test_a_step_is_not_begun_when_the_time_left_is_shorter_than_the_last_one():
+    from transformers import TrainerControl, TrainerState
+
+    from koqa.time_budget import budget_callbacks
+
+    def stops_after(step_seconds: float, trained: float, budget: float = 10.0) -> bool:
+        clock = TrainingClock(budget, already_trained=trained)
+        (callback,) = budget_callbacks(clock)
+        control = TrainerControl()
+        callback.on_train_begin(None, TrainerState(), control)
+        callback.on_step_begin(None, TrainerState(), control)
+        callback.step_started -= step_seconds  # as if the step had taken step_seconds
+        callback.on_step_end(None, TrainerState(), control)
+        return control.should_training_stop and control.should_save
+
+    assert not stops_after(2.0, trained=7.0)  # 7 s + a 2-s step fits 10 s
+    assert stops_after(4.0, trained=7.0)  # another 4-s step would end past 10 s
+    assert stops_after(0.0, trained=10.5)  # spent
+    assert not TrainingClock(None).spent() and not stops_after(100.0, trained=1e6, budget=None)
+
+
 def test_schedule_over_minutes_needs_a_budget():
     with pytest.raises(KoqaError, match="needs a time budget"):
         load(TrainConfig, flags={"data": "x", "out": "y", "schedule_over": "minutes"})

@@ -16,6 +16,7 @@ with the run's reward weights.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from koqa.eval.metrics import normalize_answer, score_one
@@ -23,13 +24,20 @@ from koqa.eval.pipeline import postprocess
 
 
 class AnswerReader:
-    """Completions read as `koqa eval` reads generated text."""
+    """Completions read as `koqa eval` reads generated text. Each term's reward function reads the
+    same completions, so the last READ_CACHE readings are kept: a step post-processes each answer once."""
+
+    READ_CACHE = 4096
 
     def __init__(self, normalize: Callable[[str], str], no_answer: str):
         self.normalize, self.no_answer = normalize, no_answer
+        self.read = functools.lru_cache(maxsize=self.READ_CACHE)(self._postprocess)
+
+    def _postprocess(self, completion: str, context: str) -> str:
+        return postprocess(completion, context, self.normalize, "free", self.no_answer)
 
     def __call__(self, completion: str, context: str) -> str:
-        return postprocess(completion, context, self.normalize, "free", self.no_answer)
+        return self.read(completion, context)
 
 
 def f1_term(answer: str, golds: list[str], context: str) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from koqa.data_tools.readers import FORMATS, ON_BAD_ROW
 from koqa.runtime import DTYPES
 from koqa.settings import (
     BELOW_ONE,
@@ -18,30 +17,22 @@ from koqa.settings import (
     setting,
 )
 from koqa.trackers import missing_packages, report_to_setting
-from koqa.train.train_config import EVAL_BACKENDS, LR_SCHEDULERS
+from koqa.train.train_config import (
+    CHANGEABLE_ON_RESUME,
+    EVAL_BACKENDS,
+    LR_SCHEDULERS,
+    data_format_setting,
+    data_setting,
+    on_bad_row_setting,
+    resume_setting,
+)
 
 AT_LEAST_TWO: Rule = ("2 or more (advantages compare the answers of one question)", lambda v: v >= 2)
-# what may change when a run is resumed (as for koqa sft)
-RL_CHANGEABLE_ON_RESUME = frozenset(
-    {
-        "max_steps",
-        "max_minutes",
-        "epochs",
-        "save_steps",
-        "save_total_limit",
-        "logging_steps",
-        "report_to",
-        "eval_backend",
-        "early_stopping_patience",
-        "divergence_patience",
-        "stop_on_divergence",
-        "validation_batch_size",
-        "resume",
-        "out",
-        "data",
-        "validation",
-    }
-)
+# what may change when a run is resumed: as for koqa sft, with the divergence guard's settings
+RL_CHANGEABLE_ON_RESUME = (CHANGEABLE_ON_RESUME - {"validation_limit", "eval_steps", "eval_max_length"}) | {
+    "divergence_patience",
+    "stop_on_divergence",
+}
 
 
 @dataclass
@@ -53,14 +44,10 @@ class RLConfig:
         help="of a run trained with eval_steps: start from its best adapter or its final one",
         choices=("best", "final"),
     )
-    data: str | None = setting(
-        help="training questions: a `koqa preprocess` folder, or CSV, SQuAD JSON, JSONL, parquet, Arrow, "
-        "a datasets folder or hf:OWNER/NAME[:split]",
-        required=True,
-    )
+    data: str | None = data_setting("training questions")
     out: str | None = setting(help="run folder of the new adapter", required=True)
     validation: str | None = setting(help="held-out questions (default: validation.jsonl in the --data folder)")
-    resume: bool = setting(False, help="continue from the last checkpoint in --out")
+    resume: bool = resume_setting()
     # sampling and the reward
     num_generations: int = setting(8, help="answers sampled per question", check=AT_LEAST_TWO)
     questions_per_step: int = setting(2, help="questions per optimiser step", check=POSITIVE)
@@ -133,8 +120,8 @@ class RLConfig:
     attn_implementation: str | None = setting(help="eager, sdpa... (default: eager when training on CPU)")
     gradient_checkpointing: bool = setting(False, help="recompute activations in the backward pass")
     # data
-    data_format: str = setting("auto", help="input format", choices=FORMATS)
-    on_bad_row: str = setting("fail", help="fail on the first bad row, or exclude bad rows", choices=ON_BAD_ROW)
+    data_format: str = data_format_setting()
+    on_bad_row: str = on_bad_row_setting()
     columns: list[str] = columns_setting()
     encoding: str = encoding_setting()
     report_to: list[str] = report_to_setting("the rewards, their terms and the validation F1")

@@ -36,6 +36,29 @@ LR_SCHEDULERS = (
     "inverse_sqrt",
 )
 EVAL_BACKENDS = ("auto", "hf", "vllm")
+
+
+# the settings every training command (koqa sft, koqa rl) reads its questions with
+def data_setting(what: str):
+    return setting(
+        help=f"{what}: a `koqa preprocess` folder, or CSV, SQuAD JSON, JSONL, parquet, Arrow, "
+        "a datasets folder or hf:OWNER/NAME[:split]",
+        required=True,
+    )
+
+
+def resume_setting():
+    return setting(False, help="continue from the last checkpoint in --out")
+
+
+def data_format_setting():
+    return setting("auto", help="input format", choices=FORMATS)
+
+
+def on_bad_row_setting():
+    return setting("fail", help="fail on the first bad row, or exclude bad rows", choices=ON_BAD_ROW)
+
+
 # what may change when a run is resumed: how long it goes on, how it saves and logs, what is checked after
 CHANGEABLE_ON_RESUME = frozenset(
     {
@@ -63,14 +86,10 @@ CHANGEABLE_ON_RESUME = frozenset(
 @dataclass
 class TrainConfig:
     # what to train on and where
-    data: str | None = setting(
-        help="training data: a `koqa preprocess` folder, or CSV, SQuAD JSON, JSONL, parquet, Arrow, "
-        "a datasets folder or hf:OWNER/NAME[:split]",
-        required=True,
-    )
+    data: str | None = data_setting("training data")
     out: str | None = setting(help="run folder", required=True)
     validation: str | None = setting(help="validation file (default: validation.jsonl in the --data folder)")
-    resume: bool = setting(False, help="continue from the last checkpoint in --out")
+    resume: bool = resume_setting()
     method: str = setting("lora", help="adapter method", choices=METHODS)
     model: str | None = setting(help="local HF model folder or cached hub id (default: the embedded Gemma 3 270M)")
     template: str = setting("ko_instruct", help="prompt template name in prompts/ or a file")
@@ -160,8 +179,8 @@ class TrainConfig:
     counterfactual_copies: int = setting(0, help="copies of each passage with its answers swapped", check=NON_NEGATIVE)
     synthetic_questions: int = setting(0, help="questions made from each passage's own sentences", check=NON_NEGATIVE)
     # data
-    data_format: str = setting("auto", help="input format", choices=FORMATS)
-    on_bad_row: str = setting("fail", help="fail on the first bad row, or exclude bad rows", choices=ON_BAD_ROW)
+    data_format: str = data_format_setting()
+    on_bad_row: str = on_bad_row_setting()
     columns: list[str] = columns_setting()
     encoding: str = encoding_setting()
     validation_limit: int = setting(
