@@ -1,9 +1,9 @@
 """Equal CPU minutes after a supervised run: more `koqa sft`, or `koqa rl`?
 
-    .venv/bin/python bench/rl_quality.py [--minutes 10] [--out runs/rlq] [--eval-limit N]
+    .venv/bin/python bench/rl_quality.py [--minutes 10] [--start-minutes M] [--out runs/rlq] [--eval-limit N]
 
-1. `koqa sft` with koqa/configs/korquad_hour.yaml for --minutes on the KorQuAD training articles
-   (the recipe's 10-minute run): the start.
+1. `koqa sft` with koqa/configs/korquad_hour.yaml for --start-minutes (default: --minutes) on the
+   KorQuAD training articles (the recipe's 10-minute run): the start.
 2. (a) that run continued with `koqa sft --resume` for --minutes more (its time budget raised by
    --minutes), and (b) `koqa rl` from its final adapter for --minutes, on the same training
    articles but the last 40 passages, whose questions are its held-out set (best/ and the
@@ -12,7 +12,8 @@
    compare` sets each against the start and (b) against (a), with paired intervals; the error
    classes that moved are counted from each evaluation's metrics.json.
 
-Run folders stay under --out; a finished step is not redone when the script runs again.
+Run folders stay under --out; a finished step is not redone when the script runs again. Results go
+to bench/results/rl_quality_<start minutes>_then_<minutes>.md.
 """
 
 from __future__ import annotations
@@ -53,22 +54,25 @@ def evaluate(run: Path, checkpoint: str, data: Path, out: Path, limit: int | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--minutes", type=float, default=10, help="each arm's minutes after the start")
+    parser.add_argument("--start-minutes", type=float, default=None, help="the start's minutes (default: --minutes)")
     parser.add_argument("--out", default="runs/rlq")
     parser.add_argument("--eval-limit", type=int, default=None)
     args = parser.parse_args()
     from koqa.eval.compare import CompareConfig, compare
 
     out = Path(args.out)
+    first = args.minutes if args.start_minutes is None else args.start_minutes
     data = prepared_korquad(out)
     start, more, rl = out / "sft", out / "sft-more", out / "rl"
     recipe = ["--config", str(RECIPE), "--data", str(data)]
     if not (start / "metrics.json").is_file():
-        koqa_cli("sft", *recipe, "--out", str(start), "--max-minutes", str(args.minutes))
-    if not (more / "metrics.json").is_file() or read_json(more / "metrics.json")["train_seconds"] < 90 * args.minutes:
+        koqa_cli("sft", *recipe, "--out", str(start), "--max-minutes", str(first))
+    trained = read_json(more / "metrics.json")["train_seconds"] if (more / "metrics.json").is_file() else 0.0
+    if trained < 60 * first + 30 * args.minutes:  # not yet continued (the copy of the start holds its metrics)
         if not more.exists():
             shutil.copytree(start, more)
-        koqa_cli("sft", *recipe, "--out", str(more), "--max-minutes", str(2 * args.minutes), "--resume")
+        koqa_cli("sft", *recipe, "--out", str(more), "--max-minutes", str(first + args.minutes), "--resume")
     if not (rl / "metrics.json").is_file():
         rl_train, rl_val = split_held_out(data, out)
         koqa_cli(
@@ -85,7 +89,10 @@ def main() -> None:
     rl_vs_sft = compare(
         CompareConfig(runs=[str(evals["more sft"]), str(evals["rl"])], out=str(out / "compare-rl-vs-sft"))
     )
-    report = Results("rl_quality", f"Equal CPU minutes after a {args.minutes:g}-minute supervised run: more sft or rl")
+    report = Results(
+        f"rl_quality_{first:g}_then_{args.minutes:g}",
+        f"{args.minutes:g} equal CPU minutes after a {first:g}-minute supervised run: more sft or rl",
+    )
     rl_metrics = read_json(rl / "metrics.json")
     best = rl_metrics.get("best")
     chosen = (
