@@ -161,12 +161,14 @@ def prepare_eval(records: list, config: EvalConfig, adapter_path: str | None = N
     return PreparedEval(records, renderer, model, adapter, fingerprint, template.name, max_length, max_new_tokens)
 
 
-def open_generator(prepared: PreparedEval, config: EvalConfig, asynchronous: bool = False):
+def open_generator(prepared: PreparedEval, config: EvalConfig, asynchronous: bool = False, more_problems=None):
     """The backend `config.backend` picks for this adapter, loaded; the caller closes it. A setting the
-    chosen backend would not honour is refused here, before it loads. `asynchronous`: vLLM as its
-    async engine (`koqa serve`; the transformers backend has none and is loaded as it is)."""
+    chosen backend would not honour is refused here, before it loads: the evaluation settings, and
+    the caller's own through `more_problems(backend)` (a list of (field, problem), as
+    `backend_problems` gives). `asynchronous`: vLLM as its async engine (`koqa serve`; the
+    transformers backend has none and is loaded as it is)."""
     backend = choose_backend(config.backend, prepared.adapter.peft_type if prepared.adapter else None)
-    raise_problems(backend_problems(config, backend))
+    raise_problems(backend_problems(config, backend) + (more_problems(backend) if more_problems else []))
     options = {}
     if backend == "vllm":  # an engine sizes its KV cache for the longest sequence
         options["max_model_len"] = prepared.max_length + prepared.max_new_tokens

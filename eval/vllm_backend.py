@@ -112,24 +112,12 @@ class VLLMGenerator:
 
     @staticmethod
     def _requests(prompts: Sequence[list[int]], params: GenerationParams):
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
-        # only finished answers are read: the default (cumulative) kind would make the engine build a
-        # partial output for every request in flight at every step, in this process
-        sampling = SamplingParams(
-            temperature=0.0,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop),
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
-        if params.passages is not None:
-            from koqa.eval.span_vllm import PASSAGE_KEY
-
-            sampling = [sampling.clone() for _ in prompts]
-            for one, passage in zip(sampling, params.passages):
-                one.extra_args = {PASSAGE_KEY: passage}
+        if params.passages is None:  # one sampling for all
+            sampling = _sampling(params, None)
+        else:
+            sampling = [_sampling(params, passage) for passage in params.passages]
         return [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling
 
     def generate(self, prompts: Sequence[list[int]], params: GenerationParams) -> list[str]:
@@ -235,9 +223,9 @@ class AsyncVLLMGenerator(VLLMGenerator):
     async def answer(self, prompt: list[int], params: GenerationParams, passage: str | None = None) -> tuple[str, int]:
         """The async engine's answer to one prompt (cut at the first stop string) and the tokens it
         generated. Cancelling the call aborts the request in the engine."""
-        one = GenerationParams(params.max_new_tokens, params.batch_size, params.stop, [passage] if passage else None)
-        (request,), sampling = self._requests([prompt], one)
-        sampling = sampling[0] if isinstance(sampling, list) else sampling
+        from vllm.inputs import TokensPrompt
+
+        request, sampling = TokensPrompt(prompt_token_ids=list(prompt)), _sampling(params, passage)
         self.streamed += 1
         final = None
         async for output in self.engine.generate(
@@ -254,6 +242,26 @@ class AsyncVLLMGenerator(VLLMGenerator):
 
     def close(self) -> None:
         self.engine.shutdown()
+
+
+def _sampling(params: GenerationParams, passage: str | None):
+    """Greedy sampling for one prompt; `passage`: the span constraint's passage (None: unconstrained)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    # only finished answers are read: the default (cumulative) kind would make the engine build a
+    # partial output for every request in flight at every step, in this process
+    sampling = SamplingParams(
+        temperature=0.0,
+        max_tokens=params.max_new_tokens,
+        stop=list(params.stop),
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+    if passage is not None:
+        from koqa.eval.span_vllm import PASSAGE_KEY
+
+        sampling.extra_args = {PASSAGE_KEY: passage}
+    return sampling
 
 
 def engine_refusal(exc: ValueError) -> str:

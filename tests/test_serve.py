@@ -277,6 +277,15 @@ def test_bad_serve_settings_are_one_line_errors(tmp_path, args, env, field):
     assert "Traceback" not in result.stderr
 
 
+def test_the_batchers_settings_are_refused_once_auto_chooses_vllm(tiny_model_dir):
+    pytest.importorskip("vllm")
+    # backend auto: the choice is made (once) where the model is opened, and refused before vLLM loads
+    result = _koqa("serve", "--model", str(tiny_model_dir), "--set", "max_batch=8", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "max_batch" in result.stderr, result.stderr
+    assert "vLLM's async engine" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_the_bearer_token_is_read_from_the_environment_only():
     shown = _koqa("serve", "--help").stdout
     assert "--token-env" in shown and "--token " not in shown

@@ -47,18 +47,17 @@ class Answerer:
 
     def __init__(self, config: ServeConfig):
         from koqa.data_tools.normalize import build_normalizer
-        from koqa.eval.backends import GenerationParams, choose_backend
+        from koqa.eval.backends import ASYNC_BACKENDS, GenerationParams
         from koqa.eval.pipeline import open_generator, prepare_eval
-        from koqa.settings import raise_problems
 
         self.config = config.eval_config()
         self.prepared = prepare_eval([], self.config, config.adapter)
-        adapter = self.prepared.adapter
-        backend = choose_backend(config.backend, adapter.peft_type if adapter else None)
-        raise_problems(config.unhonoured(backend))  # what `auto` chose, checked before it loads
-        self.asynchronous = backend == "vllm"
-        self.generator = open_generator(self.prepared, self.config, asynchronous=self.asynchronous)
+        # the serve-only settings are checked against the backend `auto` chooses, before it loads
+        self.generator = open_generator(
+            self.prepared, self.config, asynchronous=True, more_problems=config.batcher_problems
+        )
         self.backend = self.generator.name
+        self.asynchronous = self.backend in ASYNC_BACKENDS
         self.params = GenerationParams(self.prepared.max_new_tokens)
         self.normalize = build_normalizer(self.config.answer_normalization)
 

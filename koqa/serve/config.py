@@ -89,14 +89,15 @@ class ServeConfig:
     def unhonoured(self, backend: str) -> list[tuple[str, str]]:
         """The settings `backend` would not honour, each (field, why): checked for an explicit
         --backend when the settings are read, and again once `auto` has chosen one."""
-        found = backend_problems(self.eval_config(), backend)
-        if backend == "vllm":
-            for key in ("max_batch", "batch_wait_ms"):
-                if getattr(self, key) is not None:
-                    found.append(
-                        (key, f"{key} is a transformers (hf) setting; vLLM's async engine schedules every question")
-                    )
-        return found
+        return backend_problems(self.eval_config(), backend) + self.batcher_problems(backend)
+
+    def batcher_problems(self, backend: str) -> list[tuple[str, str]]:
+        """The batcher's settings, which only the transformers backend honours."""
+        return [
+            (key, f"{key} is a transformers (hf) setting; vLLM's async engine schedules every question")
+            for key in ("max_batch", "batch_wait_ms")
+            if backend == "vllm" and getattr(self, key) is not None
+        ]
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
