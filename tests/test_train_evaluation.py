@@ -155,3 +155,30 @@ def test_the_vllm_child_answers_every_question_of_an_evaluation_in_one_call(tmp_
     config = SimpleNamespace(chunk_size=None, batch_size=None, span="off")
     answers = generate_answers(prepared, None, config, child)
     assert calls == [150] and len(answers["raw"]) == 150
+
+
+def test_tokens_per_second_leaves_out_the_evaluations(tmp_path, monkeypatch):
+    """An evaluation at a logging step logs its row just before the step's training row: the rate
+    of that row counts the training since the last one, not the evaluation's seconds, nor only the
+    instant between the two rows."""
+    from types import SimpleNamespace
+
+    from koqa.runs import RunFolder
+    from koqa.train import trainer
+
+    now = [90.0]
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: now[0])
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    logger = trainer.JsonlLogger(run, started=0.0, clock=SimpleNamespace(elapsed=lambda: 0.0))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=5, epoch=0.1, max_steps=10)
+    logger.on_train_begin(None, state, None)
+    for at, logs in [
+        (100.0, {"loss": 1.0, "num_tokens": 1000}),  # 10 s of training, 1,000 tokens
+        (160.0, {"eval_f1": 0.5, "eval_seconds": 50.0}),  # 10 s of training, then a 50-second evaluation
+        (160.5, {"loss": 0.9, "num_tokens": 2050}),
+    ]:
+        now[0] = at
+        logger.on_log(None, state, None, logs=logs)
+    rates = [row.get("tokens_per_s") for row in run.log_rows()]
+    assert rates == [100.0, None, 100.0]

@@ -167,6 +167,7 @@ class JsonlLogger(TrainerCallback):
     def __init__(self, run: RunFolder, started: float, clock, tokens_before: int = 0):
         self.run, self.started, self.clock = run, started, clock
         self.last_tokens, self.last_time = tokens_before, time.perf_counter()
+        self.evaluating = 0.0  # seconds of held-out evaluations since the last rate: not training time
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_time = time.perf_counter()  # the first rate counts training, not loading
@@ -175,7 +176,6 @@ class JsonlLogger(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         now = time.perf_counter()
-        tokens = logs.get("num_tokens", self.last_tokens)
         row = {
             "step": state.global_step,
             "epoch": round(state.epoch or 0, 4),
@@ -183,9 +183,13 @@ class JsonlLogger(TrainerCallback):
             "trained_s": round(self.clock.elapsed(), 1),
             **logs,
         }
-        if "num_tokens" in logs and now > self.last_time:
-            row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
-        self.last_tokens, self.last_time = tokens, now
+        if "num_tokens" in logs:  # a training row; an evaluation's row (at a logging step, just before it) is not
+            trained = now - self.last_time - self.evaluating
+            if trained > 0:
+                row["tokens_per_s"] = round((logs["num_tokens"] - self.last_tokens) / trained, 1)
+            self.last_tokens, self.last_time, self.evaluating = logs["num_tokens"], now, 0.0
+        else:
+            self.evaluating += logs.get("eval_seconds", 0.0)
         current = current_rss_mb()  # what the process holds now
         peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if current is not None:
