@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from koqa.errors import KoqaError
+
 T = TypeVar("T")
 _LOCK = threading.Lock()
 _SHARED: list = []
@@ -27,8 +29,13 @@ def kiwi():
     """The shared analyser, loaded and warmed up on first use (by whichever thread comes first)."""
     with _LOCK:
         if not _SHARED:
-            from kiwipiepy import Kiwi
-
+            try:
+                from kiwipiepy import Kiwi
+            except ImportError as error:  # a dependency of koqa's: an install that lost it
+                raise KoqaError(
+                    f"kiwipiepy cannot be imported ({error}): koqa counts morphemes and classes answers with it",
+                    fix="pip install 'kiwipiepy>=0.24,<0.25', or reinstall koqa",
+                ) from None
             analyser = Kiwi(num_workers=max(1, min(4, os.cpu_count() or 1)))
             analyser.tokenize("준비.")
             _SHARED.append(analyser)

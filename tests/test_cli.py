@@ -60,6 +60,23 @@ def test_score_end_to_end(tmp_path, dacon_train):
     assert set(metrics) >= {"f1", "exact_match", "token_f1", "n"}
 
 
+def test_an_install_without_kiwipiepy_is_a_one_line_error(tmp_path, dacon_train):
+    """kiwipiepy is a dependency; where an environment lost it, scoring says so in one line."""
+    import os
+
+    fake = tmp_path / "site"
+    fake.mkdir()
+    (fake / "kiwipiepy.py").write_text("raise ModuleNotFoundError(\"No module named 'kiwipiepy'\")\n")
+    pred = write_csv(tmp_path / "pred.csv", ["id", "answer"], [("TRAIN_000", "1,200억 원")])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
+    result = run(["score", "--gold", str(dacon_train), "--pred", str(pred), "--out", str(tmp_path / "m")], env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert "kiwipiepy cannot be imported (No module named 'kiwipiepy')" in result.stderr
+    assert "pip install 'kiwipiepy>=0.24,<0.25'" in result.stderr
+    assert not (tmp_path / "m" / "metrics.json").exists()
+
+
 def test_score_refuses_predictions_for_another_test_set(tmp_path, dacon_train):
     pred = write_csv(tmp_path / "other.csv", ["id", "answer"], [("TEST_999", "x")])
     result = run(["score", "--gold", str(dacon_train), "--pred", str(pred)])
