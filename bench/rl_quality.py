@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rl-set", action="append", default=[], metavar="KEY=VALUE", help="a koqa rl setting")
     args = parser.parse_args()
     from koqa.eval.compare import CompareConfig, compare
+    from koqa.runs import RunFolder
 
     out = Path(args.out)
     first = args.minutes if args.start_minutes is None else args.start_minutes
@@ -107,8 +108,7 @@ def main() -> None:
         f"{args.minutes:g} equal CPU minutes after a {first:g}-minute supervised run: more sft or rl",
     )
     rl_metrics = read_json(rl / "metrics.json")
-    logged = [json.loads(line) for line in (rl / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    evaluating = sum(row.get("eval_seconds", 0.0) for row in logged)
+    evaluating = sum(row.get("eval_seconds", 0.0) for row in RunFolder(rl).log_rows())
     best = rl_metrics.get("best")
     chosen = (
         f"best validation F1 {best['eval_f1']:.4f} at step {best['step']} on {best['eval_questions']} held-out "
